@@ -1,0 +1,163 @@
+"""The `kerasvae` command. Thin: it parses arguments and calls the library."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEMO_EPOCHS = {"fashion_mnist": 3, "digits": 60}
+
+
+def _train(args):
+    from kerasvae import training
+
+    _, history = training.train_run(
+        args.out,
+        model=args.model,
+        dataset=args.dataset,
+        binarize=args.binarize,
+        epochs=args.epochs,
+        latent_dim=args.latent_dim,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    print(json.dumps({key: values[-1] for key, values in history.items()}))
+
+
+def _evaluate(args):
+    from kerasvae import evaluation, training
+
+    model, config = training.load_run(args.run)
+    x, _ = training.test_images(config, args.split, args.limit)
+    report = evaluation.evaluate(model, x, num_samples=args.num_samples, seed=args.seed)
+    print(json.dumps({"run": str(args.run), "split": args.split, **report}))
+
+
+def _demo(args):
+    from kerasvae import data, evaluation, training
+
+    dataset = "fashion_mnist" if data.fashion_mnist_available() else "digits"
+    out = Path(args.out)
+    start = time.time()
+    print(f"kerasvae demo: training the classic VAE on {dataset} (dynamic binarization) into {out}/")
+    model, history = training.train_run(
+        out, model="vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
+        latent_dim=32 if dataset == "fashion_mnist" else 8, verbose=2,
+    )
+    x, _ = training.test_images(training.load_run(out)[1], limit=1000)
+    report = evaluation.evaluate(model, x, num_samples=100)
+    print(f"\n{'metric (test, ' + str(len(x)) + ' images)':<36}{'value':>12}")
+    rows = [("ELBO (nats)", report["elbo"]), ("IWAE NLL, k=100 (nats)", report["nll"]),
+            ("bits/dim", report["bits_per_dim"]), ("reconstruction (nats)", report["reconstruction"]),
+            ("KL (nats)", report["kl"]), ("active units", f"{report['active_units']}/{report['latent_dim']}")]
+    for name, value in rows:
+        print(f"{name:<36}{value:>12.3f}" if isinstance(value, float) else f"{name:<36}{value:>12}")
+    print(f"\nfigures: {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
+    print(f"done in {time.time() - start:.0f} s; evaluate again with: kerasvae evaluate {out}")
+
+
+def _sample(args):
+    from kerasvae import plots, training
+
+    model, _ = training.load_run(args.run)
+    images = model.sample(args.num, seed=args.seed, temperature=args.temperature)
+    print(plots.image_grid(images, args.output, title=f"{args.num} samples, seed {args.seed}"))
+
+
+def _reconstruct(args):
+    from kerasvae import plots, training
+
+    model, config = training.load_run(args.run)
+    x, _ = training.test_images(config, limit=args.num)
+    print(plots.save_reconstructions(model, x, args.output, n=args.num))
+
+
+def _info(args):
+    import keras
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import kerasvae
+
+    print(json.dumps({
+        "kerasvae": kerasvae.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tensorflow_probability": tfp.__version__,
+        "keras_backend": keras.config.backend(),
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "dtype_policy": keras.config.dtype_policy().name,
+        "onednn": tf.sysconfig.get_build_info().get("is_mkl_build", None) or "default",
+    }, indent=2))
+
+
+def build_parser():
+    from kerasvae import presets
+
+    parser = argparse.ArgumentParser(prog="kerasvae", description="The autoencoder family for Keras 3 + TFP.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model by fit and write a run folder")
+    train.add_argument("--model", default="vae", choices=sorted({k.replace("_", "-") for k in presets.PRESETS}))
+    train.add_argument("--dataset", default="digits", help="digits, fashion_mnist, mnist, or a data path")
+    train.add_argument("--binarize", choices=["static", "dynamic"], default=None)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--latent-dim", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="run folder")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="print one JSON object of test metrics for a run")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--num-samples", type=int, default=1000, help="importance samples for the NLL")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(run=_evaluate)
+
+    demo = commands.add_parser("demo", help="train, evaluate and draw a VAE end to end in a few minutes")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--epochs", type=int, default=None)
+    demo.set_defaults(run=_demo)
+
+    sample = commands.add_parser("sample", help="draw samples from a run's model into a PNG grid")
+    sample.add_argument("run")
+    sample.add_argument("--num", type=int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--output", default="samples.png")
+    sample.set_defaults(run=_sample)
+
+    reconstruct = commands.add_parser("reconstruct", help="reconstruct test images into a PNG grid")
+    reconstruct.add_argument("run")
+    reconstruct.add_argument("--num", type=int, default=16)
+    reconstruct.add_argument("--output", default="reconstructions.png")
+    reconstruct.set_defaults(run=_reconstruct)
+
+    info = commands.add_parser("info", help="versions, devices and active acceleration")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    for name in ("epochs", "num_samples", "num", "batch_size", "latent_dim", "limit"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"kerasvae {args.command}: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        args.run(args)
+    except ValueError as error:
+        print(f"kerasvae {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Likelihood heads p(x|z): decoder features -> parameters -> `tfd.Independent` over the input shape.
+
+Every likelihood here models data scaled to [0, 1] (pixels / 255). A head's `call` returns a dict of
+named tensors named as TFP names them (`logits`, `loc`, `scale`), which is what the exported `decode`
+signature serves; `distribution(params)` builds the tfd object; `log_prob(params, x)` and `mean(params)`
+speak in data units, so discrete likelihoods (8-bit `logistic`, `categorical`) can live on {0..255}
+internally while callers keep passing images in [0, 1].
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from kerasvae._tfp import tfd
+
+serializable = keras.saving.register_keras_serializable(package="kerasvae")
+
+PIXEL_LEVELS = 256
+
+
+class Likelihood(keras.layers.Layer):
+    """Base head. Subclasses set `params_per_element` and implement `split_params` and `element_distribution`.
+
+    The head reads decoder features either as a flat vector (Dense to every element's parameters) or as a
+    feature map with the image's height and width (a per-pixel Dense, i.e. a 1x1 convolution).
+    """
+
+    params_per_element = 1
+
+    def __init__(self, event_shape=None, **kwargs):
+        super().__init__(**kwargs)
+        self.event_shape = None if event_shape is None else tuple(int(d) for d in event_shape)
+
+    def set_event_shape(self, event_shape):
+        """Called by the model with its input shape before the head is built."""
+        self.event_shape = tuple(int(d) for d in event_shape)
+
+    def build(self, features_shape):
+        if self.event_shape is None:
+            raise ValueError("The likelihood needs an event shape: pass it to a model as `likelihood=`.")
+        spatial = tuple(features_shape[1:-1])
+        self.per_pixel = len(features_shape) == len(self.event_shape) + 1 and spatial == self.event_shape[:-1]
+        width = self.event_shape[-1] if self.per_pixel else math.prod(self.event_shape)
+        self.dense = keras.layers.Dense(width * self.params_per_element)
+        self.dense.build((None, features_shape[-1]) if self.per_pixel else (None, math.prod(features_shape[1:])))
+
+    def call(self, features):
+        if not self.per_pixel:
+            features = tf.reshape(features, [tf.shape(features)[0], -1])
+        raw = tf.cast(self.dense(features), tf.float32)
+        raw = tf.reshape(raw, [-1, *self.event_shape, self.params_per_element])
+        return self.split_params(raw)
+
+    def get_config(self):
+        return {**super().get_config(), "event_shape": self.event_shape}
+
+    def distribution(self, params):
+        return tfd.Independent(self.element_distribution(params), reinterpreted_batch_ndims=len(self.event_shape))
+
+    def targets(self, x):
+        """Data in [0, 1] -> values in the distribution's support."""
+        return x
+
+    def log_prob(self, params, x):
+        """log p(x|z) in nats, one value per example; x in data units, broadcasting over leading dims."""
+        return self.distribution(params).log_prob(self.targets(x))
+
+    def mean(self, params):
+        """E[x|z] in data units."""
+        return self.distribution(params).mean()
+
+
+@serializable
+class Bernoulli(Likelihood):
+    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logits_i)), for binary (or binarized) data.
+
+    >>> lik = Bernoulli(); lik.set_event_shape((2,))
+    """
+
+    def split_params(self, raw):
+        return {"logits": raw[..., 0]}
+
+    def element_distribution(self, params):
+        return tfd.Bernoulli(logits=params["logits"], dtype=tf.float32)
+
+
+@serializable
+class ContinuousBernoulli(Likelihood):
+    """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): the properly normalized density on [0, 1]
+    that a Bernoulli log-loss on grey values silently assumes."""
+
+    def split_params(self, raw):
+        return {"logits": raw[..., 0]}
+
+    def element_distribution(self, params):
+        return tfd.ContinuousBernoulli(logits=params["logits"])
+
+
+@serializable
+class Gaussian(Likelihood):
+    """p(x|z) = prod_i N(x_i; loc_i, scale^2).
+
+    Args:
+        scale: float, "learned" or "learned_per_pixel". A fixed scale; one learned scale shared by all
+            elements; or one learned scale per element. Learned scales are softplus(raw) + min_scale.
+            Defaults to "learned".
+        min_scale: float. Floor of a learned scale. Defaults to 1e-3.
+    """
+
+    def __init__(self, scale="learned", min_scale=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, (int, float)) and scale not in ("learned", "learned_per_pixel"):
+            raise ValueError(f"Gaussian scale must be a number, 'learned' or 'learned_per_pixel'; got {scale!r}.")
+        self.scale = float(scale) if isinstance(scale, (int, float)) else scale
+        self.min_scale = float(min_scale)
+
+    def build(self, features_shape):
+        super().build(features_shape)
+        if isinstance(self.scale, str):
+            shape = () if self.scale == "learned" else self.event_shape
+            # softplus(0.5413) = 1.0: start at unit scale.
+            self.raw_scale = self.add_weight(shape=shape, initializer=keras.initializers.Constant(0.5413), name="raw_scale")
+
+    def split_params(self, raw):
+        loc = raw[..., 0]
+        if isinstance(self.scale, float):
+            scale = tf.fill(tf.shape(loc), self.scale)
+        else:
+            scale = tf.broadcast_to(tf.nn.softplus(tf.cast(self.raw_scale, tf.float32)) + self.min_scale, tf.shape(loc))
+        return {"loc": loc, "scale": scale}
+
+    def element_distribution(self, params):
+        return tfd.Normal(loc=params["loc"], scale=params["scale"])
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "min_scale": self.min_scale}
+
+
+@serializable
+class DiscretizedLogistic(Likelihood):
+    """Discretized logistic for 8-bit data (Salimans et al. 2017, PixelCNN++), one component per element.
+
+    With y = 255 x in {0..255}: P(y) = G(y + 1/2) - G(y - 1/2), where G is the CDF of
+    Logistic(255 loc, 255 scale) and the edge bins take the tails (y = 0 gets G(1/2), y = 255 gets
+    1 - G(254.5)). Implemented as `tfd.QuantizedDistribution` of a logistic shifted by -1/2, whose bins are
+    (y - 1, y].
+
+    Args:
+        min_scale: float. Floor of the scale in data units. Defaults to 1e-3.
+    """
+
+    params_per_element = 2
+
+    def __init__(self, min_scale=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.min_scale = float(min_scale)
+
+    def split_params(self, raw):
+        return {"loc": raw[..., 0], "scale": tf.nn.softplus(raw[..., 1]) + self.min_scale}
+
+    def element_distribution(self, params):
+        levels = PIXEL_LEVELS - 1
+        logistic = tfd.Logistic(loc=levels * params["loc"] - 0.5, scale=levels * params["scale"])
+        return tfd.QuantizedDistribution(logistic, low=0.0, high=float(levels))
+
+    def targets(self, x):
+        return tf.round(x * (PIXEL_LEVELS - 1))
+
+    def mean(self, params):
+        # The mean of the clipped logistic is within a bin of loc for all but extreme scales.
+        return tf.clip_by_value(params["loc"], 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "min_scale": self.min_scale}
+
+
+@serializable
+class Categorical(Likelihood):
+    """A 256-way categorical per element (van den Oord et al. 2016), over y = round(255 x)."""
+
+    params_per_element = PIXEL_LEVELS
+
+    def split_params(self, raw):
+        return {"logits": raw}
+
+    def element_distribution(self, params):
+        return tfd.Categorical(logits=params["logits"], dtype=tf.int32)
+
+    def targets(self, x):
+        return tf.cast(tf.round(x * (PIXEL_LEVELS - 1)), tf.int32)
+
+    def mean(self, params):
+        levels = tf.range(PIXEL_LEVELS, dtype=tf.float32) / (PIXEL_LEVELS - 1)
+        return tf.reduce_sum(tf.nn.softmax(params["logits"]) * levels, axis=-1)
+
+
+LIKELIHOODS = {
+    "bernoulli": Bernoulli,
+    "continuous_bernoulli": ContinuousBernoulli,
+    "gaussian": Gaussian,
+    "logistic": DiscretizedLogistic,
+    "categorical": Categorical,
+}
+
+
+def get(likelihood):
+    """A fresh likelihood head from a name in LIKELIHOODS, or the head itself."""
+    if isinstance(likelihood, Likelihood):
+        return likelihood
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"Unknown likelihood {likelihood!r}; expected one of {sorted(LIKELIHOODS)} or a Likelihood.")
+    return LIKELIHOODS[likelihood]()

@@ -1,0 +1,280 @@
+"""The base model every family shares: the data flow x -> q(z|x) -> z -> p(x|z), Keras's train/test steps,
+metric trackers, serialization and the probabilistic API (encode, decode, prior, reconstruct, sample,
+elbo, log_likelihood, anomaly_score). Families define `loss_terms`, and `elbo` where theirs differs."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from kerasvae import objectives
+from kerasvae._tfp import stateless_seed
+
+LAYER_ARGUMENTS = ("encoder", "decoder", "likelihood", "prior", "posterior", "sparsity", "corruption")
+
+
+def serialize(obj):
+    return None if obj is None else keras.saving.serialize_keras_object(obj)
+
+
+class LatentVariableModel(keras.Model):
+    """Base class: encoder torso + posterior head, prior, decoder torso + likelihood head.
+
+    Subclasses implement `loss_terms(x, training)`, returning a dict of scalars with at least "loss";
+    every entry is tracked as a metric of the same name in `fit` and `evaluate`.
+
+    Args:
+        encoder: keras.layers.Layer. Torso mapping x to features.
+        decoder: keras.layers.Layer. Torso mapping z to features (a vector, or a feature map with the
+            input's height and width).
+        latent_dim: int. Dimension of z.
+        input_shape: tuple of int. Shape of one example, e.g. (28, 28, 1).
+        likelihood: kerasvae.likelihoods.Likelihood. Head for p(x|z).
+        posterior: a posterior head from kerasvae.posteriors.
+        prior: a prior layer from kerasvae.priors.
+        metric_names: tuple of str. Names of the terms `loss_terms` returns.
+        seed: int or None. Seeds training noise (reparameterization, corruption). Defaults to None.
+        eval_batch_size: int. Batch size of the API methods on large inputs. Defaults to 1024.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        latent_dim,
+        input_shape,
+        likelihood,
+        posterior,
+        prior,
+        metric_names=("loss", "reconstruction"),
+        seed=None,
+        eval_batch_size=1024,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.data_shape = tuple(int(d) for d in input_shape)
+        self.seed = seed
+        self.eval_batch_size = int(eval_batch_size)
+        self.encoder = encoder
+        self.posterior_head = posterior
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.likelihood.set_event_shape(self.data_shape)
+        self.prior_layer = prior
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
+        # Compiled per instance: a tf.function on the class would retrace for every model.
+        self._compiled = {
+            name: tf.function(getattr(self, name), reduce_retracing=True)
+            for name in ("_reconstruct_batch", "_log_weights", "_elbo_batch")
+        }
+        self._build_now()
+
+    def _build_now(self):
+        # Build every weight at construction, as a functional model would: `.keras` loading and
+        # distribution strategies then find the full variable set without a first call.
+        z = self.posterior_params(tf.zeros((1, *self.data_shape)))["loc"]
+        self.likelihood_params(z)
+        self.built = True
+
+    # === The data flow ===
+
+    def posterior_params(self, x, training=False):
+        """Named parameters of q(z|x), e.g. {"loc", "scale"}, each [batch, latent_dim]."""
+        return self.posterior_head(self.encoder(x, training=training), training=training)
+
+    def likelihood_params(self, z, training=False):
+        """Named parameters of p(x|z) for z of shape [*sample_shape, latent_dim]; each parameter gets the
+        same leading dims followed by the input shape."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        leading = tf.shape(z)[:-1]
+        features = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
+        params = self.likelihood(features, training=training)
+        return {
+            name: tf.reshape(value, tf.concat([leading, tf.shape(value)[1:]], axis=0)) for name, value in params.items()
+        }
+
+    def posterior(self, x, training=False):
+        """q(z|x) for a batch tensor x (no input checks; `encode` is the checked public form)."""
+        return self.posterior_head.distribution(self.posterior_params(x, training=training))
+
+    def encode(self, x):
+        """q(z|x): a tfd.Distribution with batch_shape [n] and event_shape [latent_dim]."""
+        return self.posterior(self._check_inputs(x))
+
+    def decode(self, z):
+        """p(x|z): a tfd.Distribution with event_shape equal to the input shape. Discrete 8-bit likelihoods
+        (`logistic`, `categorical`) live on {0, ..., 255}; `likelihood.mean` maps back to [0, 1]."""
+        return self.likelihood.distribution(self.likelihood_params(self._check_latents(z)))
+
+    @property
+    def prior(self):
+        """p(z): a tfd.Distribution with event_shape [latent_dim]."""
+        return self.prior_layer.distribution()
+
+    def proposal(self, x):
+        """The distribution that importance sampling draws z from for `log_likelihood`: q(z|x)."""
+        return self.posterior(x)
+
+    def call(self, x, training=False):
+        """The reconstruction E[p(x | z = mean of q(z|x))], so `model(x)` and `predict` work as expected."""
+        z = self.posterior_params(x, training=training)["loc"]
+        return self.likelihood.mean(self.likelihood_params(z, training=training))
+
+    # === Training: Keras's steps around the family's loss_terms ===
+
+    def loss_terms(self, x, training=False):
+        raise NotImplementedError
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            terms = self.loss_terms(x, training=True)
+            loss = terms["loss"] + tf.add_n(self.losses) if self.losses else terms["loss"]
+            # Optimizers sum gradients over replicas; a per-replica mean loss must be divided to match.
+            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(replica_loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._track(terms, x)
+
+    def test_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._track(self.loss_terms(x, training=False), x)
+
+    def _track(self, terms, x):
+        batch_size = tf.cast(tf.shape(x)[0], tf.float32)
+        for name, value in terms.items():
+            self.trackers[name].update_state(value, sample_weight=batch_size)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # === The probabilistic API (numpy in, numpy out, batched) ===
+
+    def reconstruct(self, x):
+        """Mean of p(x | z = mean of q(z|x)), shape of x."""
+        return self._map_batches(self._compiled["_reconstruct_batch"], self._check_inputs(x))
+
+    def sample(self, n, seed=None, mean=True, temperature=1.0):
+        """n draws from the model, shape [n, *input_shape]: z ~ p(z), then E[x|z] (mean=True, the usual image)
+        or x ~ p(x|z). The same seed gives the same output.
+
+        Args:
+            n: int. Number of samples.
+            seed: int, pair of ints or None. Stateless seed. Defaults to None (fresh randomness).
+            mean: bool. Return E[x|z] instead of a draw from p(x|z). Defaults to True.
+            temperature: float. Scales z around the prior mean (< 1 gives smoother, more typical samples).
+        """
+        seed = stateless_seed(self.seed_generator if seed is None else seed)
+        z_seed, x_seed = tfp.random.split_seed(seed, n=2)
+        return self._sample(int(n), z_seed, x_seed, bool(mean), float(temperature)).numpy()
+
+    def _sample(self, n, z_seed, x_seed, mean, temperature):
+        prior = self.prior
+        z = prior.sample(n, seed=z_seed)
+        z = prior.mean() + temperature * (z - prior.mean())
+        params = self.likelihood_params(z)
+        if mean:
+            return self.likelihood.mean(params)
+        return self.likelihood.distribution(params).sample(seed=x_seed)
+
+    def elbo(self, x, num_samples=1, seed=None):
+        """Per-example evidence lower bound in nats, shape [n]: E_q[log p(x|z)] - KL(q(z|x) || p(z))."""
+        return self._map_batches(lambda xb: self._compiled["_elbo_batch"](xb, num_samples, self._seed(seed)), self._check_inputs(x))
+
+    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None):
+        """Per-example importance-weighted estimate of log p(x) in nats, shape [n] (see objectives).
+
+        Args:
+            num_samples: int. Importance samples per example; the bias shrinks as it grows.
+            chunk_size: int or None. Samples drawn at once; defaults to what keeps about 2^16 decoded
+                examples in memory.
+        """
+        x = self._check_inputs(x)
+        batch = min(self.eval_batch_size, 256)
+        chunk = chunk_size or max(1, min(num_samples, (1 << 16) // batch))
+        seeds = iter(tfp.random.split_seed(self._seed(seed), n=math.ceil(len(x) / batch) * math.ceil(num_samples / chunk) + 1))
+
+        def batch_log_likelihood(xb):
+            return objectives.importance_weighted_log_likelihood(
+                lambda k: self._compiled["_log_weights"](xb, k, next(seeds)), num_samples, chunk
+            )
+
+        return self._map_batches(batch_log_likelihood, x, batch_size=batch)
+
+    def anomaly_score(self, x):
+        """Per-example anomaly score, higher = more anomalous: the negative ELBO in nats."""
+        return -self.elbo(x)
+
+    def _reconstruct_batch(self, x):
+        return self(x, training=False)
+
+    def _log_weights(self, x, k, seed):
+        q = self.proposal(x)
+        z = q.sample(k, seed=seed)
+        log_px_z = self.likelihood.log_prob(self.likelihood_params(z), x)
+        return objectives.log_importance_weights(log_px_z, self.prior.log_prob(z), q.log_prob(z))
+
+    def _elbo_batch(self, x, num_samples, seed):
+        raise NotImplementedError
+
+    def _seed(self, seed):
+        return stateless_seed(self.seed_generator if seed is None else seed)
+
+    def _map_batches(self, fn, x, batch_size=None):
+        batch_size = batch_size or self.eval_batch_size
+        outputs = [np.asarray(fn(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
+        if not outputs:
+            return np.zeros((0, *np.shape(fn(tf.zeros((1, *x.shape[1:]))))[1:]), np.float32)
+        return np.concatenate(outputs)
+
+    # === Input checks ===
+
+    def _check_inputs(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != len(self.data_shape) + 1 or x.shape[1:] != self.data_shape:
+            raise ValueError(
+                f"Expected inputs of shape [batch, {', '.join(map(str, self.data_shape))}], got {list(x.shape)}."
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("Inputs contain NaN or infinite values.")
+        return x
+
+    def _check_latents(self, z):
+        z = tf.convert_to_tensor(z, tf.float32)
+        if z.shape.rank is None or z.shape.rank < 1 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got {z.shape.as_list()}.")
+        return z
+
+    # === Serialization ===
+
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            "encoder": serialize(self.encoder),
+            "decoder": serialize(self.decoder),
+            "latent_dim": self.latent_dim,
+            "input_shape": self.data_shape,
+            "likelihood": serialize(self.likelihood),
+            "seed": self.seed,
+            "eval_batch_size": self.eval_batch_size,
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in LAYER_ARGUMENTS:
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
+        return cls(**config)

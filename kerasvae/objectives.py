@@ -1,0 +1,88 @@
+"""The math, once. Every model family builds its loss and its likelihood estimates from these.
+
+Notation: x data, z latents, q = q(z|x) the posterior, p = p(z) the prior, log p(x|z) the likelihood.
+
+- ELBO:   log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || p(z))                        (Kingma & Welling 2014)
+- beta:   loss = -E_q[log p(x|z)] + beta * KL                                       (Higgins et al. 2017)
+- IWAE:   log p(x) >= E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q             (Burda et al. 2016)
+- log p(x) ~= logsumexp_i(log w_i) - log k with w_i = p(x|z_i) p(z_i) / q(z_i|x): the same estimator with
+  large k, consistent as k -> inf, evaluated in chunks so k = 5000 fits in memory.
+"""
+
+import math
+
+import tensorflow as tf
+
+from kerasvae._tfp import tfd
+
+
+def kl_divergence(q, p, z=None, analytic=None):
+    """KL(q || p) per example, shape q.batch_shape.
+
+    Analytic when TFP knows the pair (and `analytic` is not False); otherwise the Monte Carlo estimate
+    mean_i [log q(z_i) - log p(z_i)] over the samples z [k, *batch, latent_dim] drawn from q.
+    """
+    if analytic is not False:
+        try:
+            return tfd.kl_divergence(q, p)
+        except NotImplementedError:
+            if analytic:
+                raise
+    if z is None:
+        raise ValueError("A Monte Carlo KL needs samples z from q.")
+    return tf.reduce_mean(q.log_prob(z) - p.log_prob(z), axis=0)
+
+
+def as_factorized_normal(distribution):
+    """The per-dimension `tfd.Normal` behind a diagonal Gaussian, or None for any other distribution."""
+    if isinstance(distribution, tfd.MultivariateNormalDiag):
+        return tfd.Normal(distribution.mean(), distribution.stddev())
+    if isinstance(distribution, tfd.Independent) and isinstance(distribution.distribution, tfd.Normal):
+        return distribution.distribution
+    return None
+
+
+def kl_per_dimension(q, p):
+    """KL(q_d || p_d) for each latent dimension d, shape [*batch, latent_dim], when both are diagonal
+    Gaussians (the sum over d is the full KL); None otherwise."""
+    q_dims, p_dims = as_factorized_normal(q), as_factorized_normal(p)
+    if q_dims is None or p_dims is None:
+        return None
+    return tfd.kl_divergence(q_dims, p_dims)
+
+
+def free_bits_kl(kl, kl_dims, free_bits, latent_dim):
+    """The KL term of the loss with free bits (Kingma et al. 2016): each dimension's batch-averaged KL is
+    clamped below at `free_bits` nats, sum_d max(free_bits, E_batch KL_d), so the optimizer gains nothing by
+    pushing a dimension's KL under the budget. Falls back to max(free_bits * latent_dim, E_batch KL) when
+    the KL does not split by dimension. Returns a scalar."""
+    if kl_dims is not None:
+        return tf.reduce_sum(tf.maximum(tf.reduce_mean(kl_dims, axis=0), free_bits))
+    return tf.maximum(tf.reduce_mean(kl), free_bits * latent_dim)
+
+
+def log_importance_weights(log_px_given_z, log_pz, log_qz):
+    """log w = log p(x|z) + log p(z) - log q(z|x), elementwise."""
+    return log_px_given_z + log_pz - log_qz
+
+
+def iwae_bound(log_weights):
+    """log (1/k) sum_i w_i over the sample axis 0 of log_weights [k, *batch], computed in log space."""
+    k = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
+
+
+def importance_weighted_log_likelihood(log_weights_fn, num_samples, chunk_size):
+    """log p(x) ~= logsumexp over num_samples importance weights - log num_samples, per example.
+
+    log_weights_fn(k) returns fresh log weights [k, batch]; it is called on chunks of at most `chunk_size`
+    samples and the chunks are merged with a running logsumexp, so memory stays O(chunk_size * batch).
+    """
+    total = None
+    remaining = int(num_samples)
+    while remaining > 0:
+        k = min(chunk_size, remaining)
+        chunk = tf.reduce_logsumexp(log_weights_fn(k), axis=0)
+        total = chunk if total is None else tf.reduce_logsumexp(tf.stack([total, chunk]), axis=0)
+        remaining -= k
+    return total - math.log(num_samples)

@@ -1,0 +1,183 @@
+"""Every model family: trains by fit on real data, keeps its probabilistic promises, round-trips
+through .keras with identical outputs, and rejects bad inputs with a message naming the shape."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasvae as kv
+from conftest import DIGITS_SHAPE, assert_same_outputs, fit, small_vae
+
+MODELS = {
+    "vae": lambda: small_vae(),
+    "conv_vae": lambda: kv.presets.conv_vae(input_shape=DIGITS_SHAPE, latent_dim=4, filters=(8, 16), seed=0),
+    "iwae": lambda: small_vae(num_samples=5),
+    "beta_vae_warmup_free_bits": lambda: small_vae(beta=2.0, kl_warmup_steps=50, free_bits=0.1),
+    "monte_carlo_kl": lambda: small_vae(analytic_kl=False),
+    "gaussian_vae": lambda: small_vae(likelihood="gaussian"),
+    "logistic_vae": lambda: small_vae(likelihood="logistic"),
+    "categorical_vae": lambda: small_vae(likelihood="categorical"),
+    "continuous_bernoulli_vae": lambda: small_vae(likelihood="continuous_bernoulli"),
+    "ae": lambda: kv.presets.mlp_ae(input_shape=DIGITS_SHAPE, latent_dim=8, hidden=(64,), seed=0),
+    "sparse_ae": lambda: kv.presets.sparse_ae(input_shape=DIGITS_SHAPE, latent_dim=16, hidden=(64,), seed=0),
+    "denoising_ae": lambda: kv.presets.denoising_ae(input_shape=DIGITS_SHAPE, latent_dim=8, hidden=(64,), seed=0),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def trained(request, digits):
+    model = MODELS[request.param]()
+    history = fit(model, digits[0], epochs=6)
+    return request.param, model, history
+
+
+def test_fit_lowers_the_loss_and_logs_every_term(trained, digits):
+    name, model, history = trained
+    assert history["loss"][-1] < history["loss"][0] - 1.0, (name, history["loss"])
+    assert {"loss", "reconstruction"} <= set(history)
+    if isinstance(model, kv.VAE):
+        assert {"kl", "elbo"} <= set(history)
+    validation = model.evaluate(digits[2], batch_size=64, verbose=0, return_dict=True)
+    assert set(validation) == set(history)
+
+
+def test_save_and_load_give_identical_outputs_without_custom_objects(trained, digits, tmp_path):
+    name, model, _ = trained
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(reloaded) is type(model)
+    assert_same_outputs(model, reloaded, digits[2][:50])
+
+
+def test_config_is_json_and_rebuilds_the_same_architecture(trained):
+    _, model, _ = trained
+    config = json.loads(json.dumps(model.get_config()))
+    rebuilt = type(model).from_config(config)
+    assert json.loads(json.dumps(rebuilt.get_config())) == config
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
+
+
+def test_api_shapes(trained, digits):
+    _, model, _ = trained
+    x = digits[2][:7]
+    q = model.encode(x)
+    assert q.batch_shape == (7,) and q.event_shape == (model.latent_dim,)
+    assert model.decode(np.zeros((3, model.latent_dim))).event_shape == DIGITS_SHAPE
+    assert model.prior.event_shape == (model.latent_dim,)
+    assert model.reconstruct(x).shape == x.shape
+    assert model.sample(5, seed=1).shape == (5, *DIGITS_SHAPE)
+    for values in (model.elbo(x), model.log_likelihood(x, num_samples=20), model.anomaly_score(x)):
+        assert values.shape == (7,) and np.all(np.isfinite(values))
+    np.testing.assert_allclose(model.predict(x, verbose=0), model.reconstruct(x), rtol=1e-5, atol=1e-6)
+
+
+def test_sample_is_reproducible_per_seed(trained):
+    _, model, _ = trained
+    np.testing.assert_array_equal(model.sample(6, seed=1234), model.sample(6, seed=1234))
+    np.testing.assert_array_equal(model.sample(6, seed=(1, 2), mean=False), model.sample(6, seed=(1, 2), mean=False))
+    assert not np.allclose(model.sample(6, seed=1), model.sample(6, seed=2))
+
+
+def test_bad_input_shape_names_the_expected_shape(trained):
+    _, model, _ = trained
+    with pytest.raises(ValueError, match=r"\[batch, 8, 8, 1\].*\[3, 64\]"):
+        model.reconstruct(np.zeros((3, 64)))
+    with pytest.raises(ValueError, match=r"\[\.\.\., %d\]" % model.latent_dim):
+        model.decode(np.zeros((3, model.latent_dim + 1)))
+    with pytest.raises(ValueError, match="NaN"):
+        model.elbo(np.full((2, *DIGITS_SHAPE), np.nan))
+
+
+def test_one_step_changes_every_trainable_weight():
+    model = small_vae()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.train_on_batch(np.random.default_rng(0).random((16, *DIGITS_SHAPE)).astype("float32"))
+    changed = [not np.allclose(b, w.numpy()) for b, w in zip(before, model.trainable_weights)]
+    assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
+
+
+def test_elbo_below_iwae_estimates_below_zero_with_the_gap_shrinking(trained_vae, binary_digits):
+    x = binary_digits[2][:300]
+    elbo = np.mean([trained_vae.elbo(x, seed=s) for s in range(20)])
+    estimates = [np.mean(trained_vae.log_likelihood(x, num_samples=k, seed=k)) for k in (1, 10, 100, 1000)]
+    assert estimates[0] == pytest.approx(elbo, abs=0.5)  # k = 1 is the ELBO
+    assert elbo < estimates[1] < estimates[2] < estimates[3] < 0
+    gaps = np.diff(estimates)
+    assert gaps[0] > gaps[1] > gaps[2] > 0
+
+
+def test_vae_loss_terms_recompose_the_elbo_by_hand(trained_vae, binary_digits):
+    x = tf.constant(binary_digits[2][:64])
+    q, p, z, log_px_z, kl = trained_vae.elbo_parts(x, 1, tf.constant([3, 4]))
+    mu, sigma = q.mean().numpy(), q.stddev().numpy()
+    np.testing.assert_allclose(kl, 0.5 * np.sum(sigma**2 + mu**2 - 1 - 2 * np.log(sigma), -1), rtol=1e-4)
+    logits = trained_vae.likelihood_params(z)["logits"].numpy()[0]
+    xn = x.numpy()
+    by_hand = np.sum(xn * -np.logaddexp(0, -logits) + (1 - xn) * -np.logaddexp(0, logits), axis=(1, 2, 3))
+    np.testing.assert_allclose(log_px_z[0], by_hand, rtol=1e-4)
+
+
+def test_kl_weight_warms_up_linearly_to_beta():
+    model = small_vae(beta=2.0, kl_warmup_steps=10)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x = np.zeros((4, *DIGITS_SHAPE), np.float32)
+    weights = []
+    for _ in range(12):
+        weights.append(float(model.kl_weight(training=True)))
+        model.train_on_batch(x)
+    np.testing.assert_allclose(weights[:3], [0.2, 0.4, 0.6], rtol=1e-6)
+    assert weights[-1] == 2.0 and float(model.kl_weight(training=False)) == 2.0
+
+
+def test_corruption_applies_in_training_only(digits):
+    model = kv.presets.denoising_ae(input_shape=DIGITS_SHAPE, latent_dim=8, hidden=(32,), stddev=0.5, seed=0)
+    x = tf.constant(digits[0][:32])
+    assert np.array_equal(model.corruption(x, training=False), x)
+    noisy = model.corruption(x, training=True).numpy()
+    assert np.std(noisy - x.numpy()) == pytest.approx(0.5, rel=0.1)
+    np.testing.assert_array_equal(model.reconstruct(x.numpy()), model.reconstruct(x.numpy()))
+
+
+def test_masking_and_salt_and_pepper_hit_the_requested_fraction():
+    x = tf.fill((100, 8, 8, 1), 0.5)
+    masked = kv.corruptions.MaskingNoise(0.3, seed=1)(x, training=True).numpy()
+    assert np.mean(masked == 0) == pytest.approx(0.3, abs=0.03) and set(np.unique(masked)) == {0.0, 0.5}
+    peppered = kv.corruptions.SaltAndPepper(0.2, seed=1)(x, training=True).numpy()
+    assert np.mean(peppered != 0.5) == pytest.approx(0.2, abs=0.03)
+    assert np.mean(peppered == 1.0) == pytest.approx(0.1, abs=0.02)
+
+
+def test_kl_sparsity_penalty_by_hand_and_training_moves_rates_to_target(digits):
+    codes = tf.constant([[0.1, 0.5], [0.3, 0.5]])
+    rho, rho_hat = 0.05, np.array([0.2, 0.5])
+    by_hand = np.sum(rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat)))
+    assert kv.sparsity.KLSparsity(rho)(codes).numpy() == pytest.approx(by_hand, rel=1e-5)
+    assert kv.sparsity.L1Sparsity(0.5)(codes).numpy() == pytest.approx(0.5 * 0.7, rel=1e-6)
+
+    model = kv.presets.sparse_ae(input_shape=DIGITS_SHAPE, latent_dim=32, hidden=(64,), target=0.05, weight=1.0, seed=0)
+    rates_before = np.mean(model.encode(digits[2]).mean(), axis=0)
+    fit(model, digits[0], epochs=15)
+    rates_after = np.mean(model.encode(digits[2]).mean(), axis=0)
+    assert np.mean(np.abs(rates_after - 0.05)) < 0.5 * np.mean(np.abs(rates_before - 0.05))
+
+
+def test_autoencoder_prior_tracks_the_codes_it_was_trained_on(digits):
+    model = kv.presets.mlp_ae(input_shape=DIGITS_SHAPE, latent_dim=4, hidden=(32,), seed=0)
+    fit(model, digits[0], epochs=20, batch_size=32)
+    codes = np.asarray(model.encode(digits[0]).mean())
+    np.testing.assert_allclose(model.prior.mean(), codes.mean(0), atol=0.25 * codes.std(0).max())
+    np.testing.assert_allclose(model.prior.stddev(), codes.std(0), rtol=0.3)
+
+
+def test_unknown_names_are_value_errors():
+    with pytest.raises(ValueError, match="normal"):
+        small_vae(prior="laplace")
+    with pytest.raises(ValueError, match="mlp_vae"):
+        kv.presets.get("transformer")
+    with pytest.raises(ValueError, match="num_samples"):
+        small_vae(num_samples=0)

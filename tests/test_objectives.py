@@ -1,0 +1,96 @@
+"""The shared math: KL (analytic vs Monte Carlo), free bits, the IWAE bound and the chunked
+importance-weighted log-likelihood, against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvae import objectives
+from kerasvae._tfp import tfd
+
+
+def diagonal_gaussian(loc, scale):
+    return tfd.MultivariateNormalDiag(loc=tf.constant(loc, tf.float32), scale_diag=tf.constant(scale, tf.float32))
+
+
+def test_analytic_kl_matches_the_closed_form_and_a_monte_carlo_estimate():
+    q = diagonal_gaussian([[0.5, -1.0], [0.0, 2.0]], [[0.3, 1.5], [1.0, 0.2]])
+    p = diagonal_gaussian([0.0, 0.0], [1.0, 1.0])
+    analytic = objectives.kl_divergence(q, p).numpy()
+    mu, sigma = q.mean().numpy(), q.stddev().numpy()
+    by_hand = 0.5 * np.sum(sigma**2 + mu**2 - 1 - 2 * np.log(sigma), axis=-1)
+    np.testing.assert_allclose(analytic, by_hand, rtol=1e-5)
+    z = q.sample(200_000, seed=(1, 2))
+    monte_carlo = objectives.kl_divergence(q, p, z, analytic=False).numpy()
+    np.testing.assert_allclose(monte_carlo, analytic, rtol=0.02, atol=0.02)
+
+
+def test_kl_falls_back_to_monte_carlo_when_tfp_has_no_closed_form():
+    q = diagonal_gaussian([[0.2, 0.1]], [[0.5, 0.5]])
+    mixture = tfd.MixtureSameFamily(
+        tfd.Categorical(probs=[0.5, 0.5]), diagonal_gaussian([[-1.0, 0.0], [1.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]])
+    )
+    z = q.sample(100_000, seed=(3, 4))
+    kl = objectives.kl_divergence(q, mixture, z).numpy()
+    expected = np.mean(q.log_prob(z).numpy() - mixture.log_prob(z).numpy(), axis=0)
+    np.testing.assert_allclose(kl, expected, rtol=1e-6)
+    with pytest.raises(NotImplementedError):
+        objectives.kl_divergence(q, mixture, z, analytic=True)
+
+
+def test_kl_per_dimension_sums_to_the_full_kl():
+    q = diagonal_gaussian([[0.5, -1.0, 0.0]], [[0.3, 1.5, 1.0]])
+    p = diagonal_gaussian([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    per_dim = objectives.kl_per_dimension(q, p).numpy()
+    assert per_dim.shape == (1, 3) and per_dim[0, 2] == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(per_dim.sum(-1), objectives.kl_divergence(q, p).numpy(), rtol=1e-5)
+
+
+def test_free_bits_clamp_each_dimension_at_the_budget():
+    kl_dims = tf.constant([[0.1, 2.0], [0.3, 4.0]])
+    kl = tf.reduce_sum(kl_dims, axis=-1)
+    # batch means per dimension: 0.2 and 3.0; with 0.5 free nats the first is clamped to 0.5.
+    assert objectives.free_bits_kl(kl, kl_dims, 0.5, 2).numpy() == pytest.approx(3.5)
+    assert objectives.free_bits_kl(kl, None, 2.0, 2).numpy() == pytest.approx(4.0)  # max(3.2, 2 * 2)
+
+
+def test_iwae_bound_is_the_log_mean_of_the_weights():
+    log_weights = tf.constant([[-1.0, -5.0], [-2.0, -3.0], [-4.0, -0.5]])
+    expected = np.log(np.mean(np.exp(log_weights.numpy()), axis=0))
+    np.testing.assert_allclose(objectives.iwae_bound(log_weights), expected, rtol=1e-6)
+    np.testing.assert_allclose(objectives.iwae_bound(log_weights[:1]), log_weights[0], rtol=1e-6)
+
+
+def test_chunked_estimate_equals_the_one_shot_estimate():
+    all_weights = tf.random.stateless_normal((10, 3), seed=(5, 6)) * 3.0
+    position = [0]
+
+    def next_chunk(k):
+        chunk = all_weights[position[0] : position[0] + k]
+        position[0] += k
+        return chunk
+
+    chunked = objectives.importance_weighted_log_likelihood(next_chunk, 10, chunk_size=3)
+    np.testing.assert_allclose(chunked, objectives.iwae_bound(all_weights), rtol=1e-5)
+
+
+def test_estimator_is_exact_with_the_true_posterior_in_a_linear_gaussian_model():
+    # z ~ N(0, 1), x | z ~ N(z, 1): p(x) = N(x; 0, 2) and p(z | x) = N(x / 2, 1 / 2).
+    x = tf.constant([-1.5, 0.0, 2.0])
+    prior = tfd.Normal(0.0, 1.0)
+
+    def log_weights(posterior):
+        def draw(k):
+            z = posterior.sample(k, seed=(7, k))
+            return objectives.log_importance_weights(tfd.Normal(z, 1.0).log_prob(x), prior.log_prob(z), posterior.log_prob(z))
+
+        return draw
+
+    exact = tfd.Normal(0.0, math.sqrt(2.0)).log_prob(x).numpy()
+    true_posterior = tfd.Normal(x / 2, math.sqrt(0.5))
+    np.testing.assert_allclose(objectives.importance_weighted_log_likelihood(log_weights(true_posterior), 5, 2), exact, rtol=1e-5)
+    poor_proposal = tfd.Normal(x / 2 + 0.5, 1.0)
+    estimate = objectives.importance_weighted_log_likelihood(log_weights(poor_proposal), 20_000, 5_000).numpy()
+    np.testing.assert_allclose(estimate, exact, atol=0.02)
