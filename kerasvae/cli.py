@@ -38,7 +38,7 @@ def _evaluate(args):
 def _demo(args):
     from kerasvae import data, evaluation, training
 
-    dataset = "fashion_mnist" if data.fashion_mnist_available() else "digits"
+    dataset = args.dataset or ("fashion_mnist" if data.fashion_mnist_available() else "digits")
     out = Path(args.out)
     start = time.time()
     print(f"kerasvae demo: training the classic VAE on {dataset} (dynamic binarization) into {out}/")
@@ -110,7 +110,7 @@ def build_parser():
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="run folder")
-    train.set_defaults(run=_train)
+    train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="print one JSON object of test metrics for a run")
     evaluate.add_argument("run")
@@ -118,12 +118,13 @@ def build_parser():
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.set_defaults(handler=_evaluate)
 
     demo = commands.add_parser("demo", help="train, evaluate and draw a VAE end to end in a few minutes")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=None)
-    demo.set_defaults(run=_demo)
+    demo.add_argument("--dataset", choices=sorted(DEMO_EPOCHS), default=None, help="default: Fashion-MNIST if present")
+    demo.set_defaults(handler=_demo)
 
     sample = commands.add_parser("sample", help="draw samples from a run's model into a PNG grid")
     sample.add_argument("run")
@@ -131,16 +132,16 @@ def build_parser():
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--temperature", type=float, default=1.0)
     sample.add_argument("--output", default="samples.png")
-    sample.set_defaults(run=_sample)
+    sample.set_defaults(handler=_sample)
 
     reconstruct = commands.add_parser("reconstruct", help="reconstruct test images into a PNG grid")
     reconstruct.add_argument("run")
     reconstruct.add_argument("--num", type=int, default=16)
     reconstruct.add_argument("--output", default="reconstructions.png")
-    reconstruct.set_defaults(run=_reconstruct)
+    reconstruct.set_defaults(handler=_reconstruct)
 
     info = commands.add_parser("info", help="versions, devices and active acceleration")
-    info.set_defaults(run=_info)
+    info.set_defaults(handler=_info)
     return parser
 
 
@@ -152,7 +153,7 @@ def main(argv=None):
             print(f"kerasvae {args.command}: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
             return 2
     try:
-        args.run(args)
+        args.handler(args)
     except ValueError as error:
         print(f"kerasvae {args.command}: {error}", file=sys.stderr)
         return 2
