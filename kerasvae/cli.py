@@ -74,6 +74,13 @@ def _reconstruct(args):
     print(plots.save_reconstructions(model, x, args.output, n=args.num))
 
 
+def _export(args):
+    from kerasvae.export import export_run
+
+    modes = [m for m in (args.tflite or "").split(",") if m]
+    print(json.dumps(export_run(args.run, args.to, args.version, args.force, modes, args.onnx), indent=2))
+
+
 def _info(args):
     import keras
     import tensorflow as tf
@@ -140,6 +147,15 @@ def build_parser():
     reconstruct.add_argument("--output", default="reconstructions.png")
     reconstruct.set_defaults(handler=_reconstruct)
 
+    export = commands.add_parser("export", help="export a run for TF Serving, TFLite and ONNX")
+    export.add_argument("run")
+    export.add_argument("--to", required=True, help="model folder in the serving root, e.g. saved_models/fmnist")
+    export.add_argument("--version", type=int, default=None, help="default: the next free version")
+    export.add_argument("--force", action="store_true", help="replace an existing --version")
+    export.add_argument("--tflite", default=None, help="comma-separated decoder modes: float32,dynamic,float16,int8")
+    export.add_argument("--onnx", action="store_true", help="also write onnx/decoder.onnx and onnx/encoder.onnx")
+    export.set_defaults(handler=_export)
+
     info = commands.add_parser("info", help="versions, devices and active acceleration")
     info.set_defaults(handler=_info)
     return parser
@@ -147,7 +163,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for name in ("epochs", "num_samples", "num", "batch_size", "latent_dim", "limit"):
+    for name in ("epochs", "num_samples", "num", "batch_size", "latent_dim", "limit", "version"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"kerasvae {args.command}: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)

@@ -212,6 +212,14 @@ class LatentVariableModel(keras.Model):
         """Per-example anomaly score, higher = more anomalous: the negative ELBO in nats."""
         return -self.elbo(x)
 
+    def score_batch(self, x, seed):
+        """Per-example scores of a batch tensor, as the exported `score` signature serves them: elbo (one
+        posterior sample drawn with the stateless `seed`, so a fixed seed makes it deterministic),
+        reconstruction_error (sum of squared errors of the reconstruction) and anomaly_score (-elbo)."""
+        elbo = self._elbo_batch(x, 1, seed)
+        error = tf.reduce_sum(tf.reshape(tf.square(x - self(x)), [tf.shape(x)[0], -1]), axis=-1)
+        return {"elbo": elbo, "reconstruction_error": error, "anomaly_score": -elbo}
+
     def _reconstruct_batch(self, x):
         return self(x, training=False)
 

@@ -1,0 +1,56 @@
+"""Deployment artifacts from a trained model: SavedModels for TF Serving (savedmodel.py), TFLite decoders
+for on-device generation (tflite.py) and ONNX (onnx.py). `export_run` is what `kerasvae export` and the
+scripts in the top-level export/ folder call."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kerasvae.export.savedmodel import export_savedmodel
+
+TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
+CALIBRATION_EXAMPLES = 1000
+
+
+def calibration_latents(model, x, seed=0):
+    """Decoder inputs that look like deployment traffic: draws from the aggregate posterior
+    (1/N) sum_n q(z|x_n) of training images x, for int8 calibration and fidelity checks."""
+    return np.asarray(model.encode(x).sample(seed=(seed, 1)), np.float32)
+
+
+def export_run(run, to, version=None, force=False, tflite=(), onnx=False):
+    """Export a run folder (written by `kerasvae train`) to the serving root folder `to` (its last part is
+    the model name). Returns {"savedmodel": path, "tflite": report or None, "onnx": paths or None}.
+
+    Args:
+        run: str or Path. Run folder with model.keras and config.json.
+        to: str or Path. e.g. saved_models/fmnist.
+        version: int or None. None exports the next free version.
+        force: bool. Replace an existing version.
+        tflite: iterable of str. TFLite decoder modes among TFLITE_MODES (float32 is always added as the
+            reference of the fidelity report when any is asked for).
+        onnx: bool. Also write onnx/decoder.onnx and onnx/encoder.onnx.
+    """
+    from kerasvae import training
+
+    unknown = sorted(set(tflite) - set(TFLITE_MODES))
+    if unknown:
+        raise ValueError(f"Unknown TFLite mode(s) {unknown}; expected some of {list(TFLITE_MODES)}.")
+    model, config = training.load_run(run)
+    history_path = Path(run) / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    metadata = {"training_config": config, "final_metrics": {k: v[-1] for k, v in history.items() if v}}
+    target = export_savedmodel(model, to, version=version, force=force, metadata=metadata)
+    result = {"savedmodel": str(target), "tflite": None, "onnx": None}
+    if tflite:
+        from kerasvae.export.tflite import export_tflite
+
+        x_train, _ = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
+        modes = ["float32"] + [m for m in TFLITE_MODES if m in tflite and m != "float32"]
+        result["tflite"] = export_tflite(target, Path(to) / "tflite", modes, calibration_z=calibration_latents(model, x_train))
+    if onnx:
+        from kerasvae.export.onnx import export_onnx
+
+        result["onnx"] = [str(p) for p in export_onnx(target, Path(to) / "onnx")]
+    return result

@@ -1,0 +1,190 @@
+"""SavedModels for TF Serving: `<base>/<version>/` with tag `serve`, the signatures of the contract, a
+warmup file and kerasvae's metadata, written atomically (temp sibling + rename) so a server polling
+the folder never loads half a version.
+
+Signatures (inputs -> outputs, float32 unless said):
+    encode       x [None, *input_shape]          -> loc, scale [None, latent_dim] (scale = 0 for a plain AE)
+    decode       z [None, latent_dim]            -> mean [None, *input_shape] + the likelihood's parameters
+    reconstruct  x                               -> reconstruction
+    serving_default = reconstruct
+    sample       num_samples int32 [], seed int32 [2] -> x [num_samples, *input_shape] (stateless: same seed,
+                 same samples on every load and every server)
+    score        x                               -> elbo, reconstruction_error, anomaly_score [None]
+                 (the ELBO's posterior sample uses the fixed stateless seed SCORE_SEED: deterministic)
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+SCORE_SEED = (0, 0)
+WARMUP_FILE = "tf_serving_warmup_requests"
+METADATA_FILE = "kerasvae.json"
+SIGNATURES = ("serving_default", "encode", "decode", "reconstruct", "sample", "score")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def signature_functions(model):
+    """{name: (fn, input_signature)} for every signature; fns return dicts of named tensors."""
+    x_spec = tf.TensorSpec([None, *model.data_shape], tf.float32, name="x")
+    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+
+    def encode(x):
+        params = model.posterior_params(x)
+        return {"loc": params["loc"], "scale": params.get("scale", tf.zeros_like(params["loc"]))}
+
+    def decode(z):
+        params = model.likelihood_params(z)
+        return {"mean": model.likelihood.mean(params), **params}
+
+    def reconstruct(x):
+        return {"reconstruction": model(x, training=False)}
+
+    def sample(num_samples, seed):
+        z_seed, x_seed = tfp.random.split_seed(seed, n=2)
+        return {"x": model._sample(num_samples, z_seed, x_seed, mean=True, temperature=1.0)}
+
+    def score(x):
+        return model.score_batch(x, tf.constant(SCORE_SEED, tf.int32))
+
+    sample_specs = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([2], tf.int32, name="seed")]
+    return {
+        "serving_default": (reconstruct, [x_spec]),
+        "encode": (encode, [x_spec]),
+        "decode": (decode, [z_spec]),
+        "reconstruct": (reconstruct, [x_spec]),
+        "sample": (sample, sample_specs),
+        "score": (score, [x_spec]),
+    }
+
+
+def write_savedmodel(model, directory):
+    """Write `model` as a SavedModel with every signature to `directory` (which must not exist)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (fn, specs) in signature_functions(model).items():
+        archive.add_endpoint(name=name, fn=tf.function(fn), input_signature=specs)
+    archive.write_out(str(directory), verbose=False)
+    return Path(directory)
+
+
+def warmup_inputs(model, batch_size=2):
+    """One small request per signature: {signature: {input key: numpy array}}."""
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, *model.data_shape)).astype(np.float32)
+    z = rng.standard_normal((batch_size, model.latent_dim)).astype(np.float32)
+    return {
+        "serving_default": {"x": x},
+        "encode": {"x": x},
+        "decode": {"z": z},
+        "reconstruct": {"x": x},
+        "sample": {"num_samples": np.int32(batch_size), "seed": np.array([1, 2], np.int32)},
+        "score": {"x": x},
+    }
+
+
+def write_warmup(directory, model, model_name):
+    """assets.extra/tf_serving_warmup_requests: a TFRecord of PredictionLogs, one per signature, that TF
+    Serving replays at load so the first real request does not pay for graph initialization."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = Path(directory) / "assets.extra" / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, inputs in warmup_inputs(model).items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            )
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def versions(base_dir):
+    """The integer version folders under a model's base folder, ascending."""
+    base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in base_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def export_savedmodel(model, base_dir, version=None, force=False, metadata=None):
+    """Export `model` to `base_dir/<version>/` and return that path.
+
+    Args:
+        model: a kerasvae model.
+        base_dir: str or Path. The model's folder in the serving root, e.g. saved_models/fmnist.
+        version: int or None. None takes the next free version (1 for a new model).
+        force: bool. Replace an existing version instead of refusing.
+        metadata: dict or None. Training config and metrics, stored as assets.extra/kerasvae.json.
+
+    Raises:
+        ValueError: if the version exists and force is False, or the folder name is not a valid model name.
+    """
+    base_dir = Path(base_dir)
+    if not MODEL_NAME.match(base_dir.name):
+        raise ValueError(f"Model name {base_dir.name!r} must be 1-128 letters, digits, '_', '.' or '-'.")
+    existing = versions(base_dir)
+    version = int(version) if version is not None else (existing[-1] + 1 if existing else 1)
+    if version < 1:
+        raise ValueError(f"Version must be a positive integer, got {version}.")
+    target = base_dir / str(version)
+    if target.exists() and not force:
+        raise ValueError(f"{target} already exists; pass --force to replace it or omit --version for the next one.")
+    base_dir.mkdir(parents=True, exist_ok=True)
+    # Built beside the target so the final rename is atomic; the name is not an integer, so TF Serving
+    # ignores it while it is being written.
+    staging = Path(tempfile.mkdtemp(dir=base_dir, prefix=f".tmp-{version}-"))
+    try:
+        saved = write_savedmodel(model, staging / "savedmodel")
+        write_warmup(saved, model, base_dir.name)
+        info = {
+            "kerasvae_version": _package_version(),
+            "model_class": type(model).__name__,
+            "input_shape": list(model.data_shape),
+            "latent_dim": model.latent_dim,
+            "likelihood": type(model.likelihood).__name__,
+            "signatures": list(SIGNATURES),
+            "score_seed": list(SCORE_SEED),
+            **(metadata or {}),
+        }
+        (saved / "assets.extra" / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(saved, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    update_models_config(base_dir.parent)
+    return target
+
+
+def update_models_config(root):
+    """Rewrite `root/models.config` (TF Serving's --model_config_file text proto) to list every model
+    folder under root that holds at least one version."""
+    root = Path(root)
+    blocks = [
+        f'  config {{\n    name: "{d.name}"\n    base_path: "{d.resolve()}"\n    model_platform: "tensorflow"\n  }}'
+        for d in sorted(root.iterdir())
+        if d.is_dir() and MODEL_NAME.match(d.name) and versions(d)
+    ]
+    path = root / "models.config"
+    tmp = path.with_name(".models.config.tmp")
+    tmp.write_text("model_config_list {\n" + "\n".join(blocks) + "\n}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _package_version():
+    import kerasvae
+
+    return kerasvae.__version__

@@ -1,0 +1,130 @@
+"""SavedModels as TF Serving loads them (a TF1 session over the signature_defs, no Python objects), their
+agreement with the Keras model, seeded sampling across loads, versioning, warmup records and metadata."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasvae as kv
+from conftest import DIGITS_SHAPE, fit, small_vae
+from kerasvae import cli
+from kerasvae.export import savedmodel
+
+FAMILIES = {
+    "mlp_vae": lambda: small_vae(),
+    "conv_vae": lambda: kv.presets.conv_vae(input_shape=DIGITS_SHAPE, latent_dim=4, filters=(8, 16), seed=0),
+    "mlp_ae": lambda: kv.presets.mlp_ae(input_shape=DIGITS_SHAPE, latent_dim=6, hidden=(32,), seed=0),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def exported(request, digits, tmp_path_factory):
+    model = FAMILIES[request.param]()
+    fit(model, digits[0], epochs=3)
+    root = tmp_path_factory.mktemp("saved_models")
+    return model, savedmodel.export_savedmodel(model, root / request.param)
+
+
+def run_in_tf1_session(path, signature, inputs):
+    """Run one signature the way TF Serving does: a TF1 session over the graph and its signature_def."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+        signature_def = meta_graph.signature_def[signature]
+        assert set(signature_def.inputs) == set(inputs)
+        fetches = {key: info.name for key, info in signature_def.outputs.items()}
+        feeds = {signature_def.inputs[key].name: value for key, value in inputs.items()}
+        return session.run(fetches, feeds)
+
+
+def test_signatures_match_the_contract(exported):
+    _, path = exported
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        signature_defs = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path)).signature_def
+    keys = {name: (set(d.inputs), set(d.outputs)) for name, d in signature_defs.items() if not name.startswith("__")}
+    assert keys["encode"] == ({"x"}, {"loc", "scale"})
+    assert keys["reconstruct"] == keys["serving_default"] == ({"x"}, {"reconstruction"})
+    assert keys["sample"] == ({"num_samples", "seed"}, {"x"})
+    assert keys["score"] == ({"x"}, {"elbo", "reconstruction_error", "anomaly_score"})
+    assert keys["decode"][0] == {"z"} and "mean" in keys["decode"][1] and "logits" in keys["decode"][1]
+    assert signature_defs["encode"].inputs["x"].tensor_shape.dim[0].size == -1  # dynamic batch
+
+
+def test_tf1_session_outputs_agree_with_keras(exported, digits):
+    model, path = exported
+    x = digits[2][:9]
+    z = np.random.default_rng(0).standard_normal((5, model.latent_dim)).astype(np.float32)
+    q = model.encode(x)
+    encoded = run_in_tf1_session(path, "encode", {"x": x})
+    np.testing.assert_allclose(encoded["loc"], q.mean(), atol=1e-4)
+    decoded = run_in_tf1_session(path, "decode", {"z": z})
+    np.testing.assert_allclose(decoded["mean"], model.decode(z).mean(), atol=1e-4)
+    reconstructed = run_in_tf1_session(path, "reconstruct", {"x": x})["reconstruction"]
+    np.testing.assert_allclose(reconstructed, model.reconstruct(x), atol=1e-4)
+    scores = run_in_tf1_session(path, "score", {"x": x})
+    np.testing.assert_allclose(scores["elbo"], model.elbo(x, seed=savedmodel.SCORE_SEED), atol=1e-3, rtol=1e-5)
+    np.testing.assert_allclose(scores["anomaly_score"], -scores["elbo"], rtol=1e-6)
+    by_hand = np.sum((x - model.reconstruct(x)) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(scores["reconstruction_error"], by_hand, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_is_identical_for_the_same_seed_across_loads(exported):
+    model, path = exported
+    inputs = {"num_samples": tf.constant(6), "seed": tf.constant([7, 11])}
+    first = tf.saved_model.load(str(path)).signatures["sample"](**inputs)["x"].numpy()
+    second = tf.saved_model.load(str(path)).signatures["sample"](**inputs)["x"].numpy()
+    assert first.shape == (6, *DIGITS_SHAPE)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, model.sample(6, seed=(7, 11)), atol=1e-5)
+    session = run_in_tf1_session(path, "sample", {"num_samples": np.int32(6), "seed": np.array([7, 11], np.int32)})
+    np.testing.assert_allclose(session["x"], first, atol=1e-6)
+    other = tf.saved_model.load(str(path)).signatures["sample"](num_samples=tf.constant(6), seed=tf.constant([8, 11]))
+    assert not np.allclose(other["x"].numpy(), first)
+
+
+def test_warmup_records_hold_one_request_per_signature(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path = exported
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(str(path / "assets.extra" / savedmodel.WARMUP_FILE))
+    ]
+    requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request for log in logs}
+    assert set(requests) == set(savedmodel.SIGNATURES)
+    assert set(requests["sample"].inputs) == {"num_samples", "seed"} and set(requests["decode"].inputs) == {"z"}
+    assert all(r.model_spec.name == path.parent.name for r in requests.values())
+
+
+def test_versions_config_and_refusal_to_overwrite(digits, tmp_path):
+    model = small_vae(hidden=(8,))
+    base = tmp_path / "saved_models" / "digits"
+    assert savedmodel.export_savedmodel(model, base).name == "1"
+    assert savedmodel.export_savedmodel(model, base).name == "2"
+    marker = base / "1" / "saved_model.pb"
+    before = marker.read_bytes()
+    with pytest.raises(ValueError, match="already exists.*--force"):
+        savedmodel.export_savedmodel(model, base, version=1)
+    assert marker.read_bytes() == before
+    assert savedmodel.export_savedmodel(model, base, version=1, force=True).name == "1"
+    assert savedmodel.versions(base) == [1, 2]
+    assert not [p for p in base.iterdir() if p.name.startswith(".tmp")]
+    config = (tmp_path / "saved_models" / "models.config").read_text()
+    assert 'name: "digits"' in config and f'base_path: "{base.resolve()}"' in config
+    with pytest.raises(ValueError, match="Model name"):
+        savedmodel.export_savedmodel(model, tmp_path / "bad name!")
+
+
+def test_cli_export_records_metadata_and_exits_2_on_an_existing_version(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--out", str(run)]) == 0
+    target = tmp_path / "saved_models" / "digits"
+    assert cli.main(["export", str(run), "--to", str(target)]) == 0
+    metadata = json.loads((target / "1" / "assets.extra" / savedmodel.METADATA_FILE).read_text())
+    assert metadata["training_config"]["dataset"] == "digits" and "loss" in metadata["final_metrics"]
+    assert metadata["latent_dim"] == 2 and metadata["input_shape"] == [8, 8, 1]
+    capsys.readouterr()
+    assert cli.main(["export", str(run), "--to", str(target), "--version", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert savedmodel.versions(target) == [1]
