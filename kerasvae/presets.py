@@ -12,9 +12,8 @@ from kerasvae.models import VAE, Autoencoder
 CLASSIC_HIDDEN = (512, 256)
 
 
-def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
-    """The classic VAE: input-512-256-latent MLP encoder, its mirror as decoder, Bernoulli likelihood."""
-    return VAE(
+def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, **kwargs):
+    return model_class(
         encoder=networks.MLP(hidden),
         decoder=networks.MLP(tuple(reversed(hidden))),
         latent_dim=latent_dim,
@@ -22,6 +21,11 @@ def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likel
         likelihood=likelihood,
         **kwargs,
     )
+
+
+def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+    """The classic VAE: input-512-256-latent MLP encoder, its mirror as decoder, Bernoulli likelihood."""
+    return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
 def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihood="bernoulli", **kwargs):
@@ -38,14 +42,7 @@ def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihoo
 
 def mlp_ae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
     """A deterministic MLP autoencoder with the classic widths."""
-    return Autoencoder(
-        encoder=networks.MLP(hidden),
-        decoder=networks.MLP(tuple(reversed(hidden))),
-        latent_dim=latent_dim,
-        input_shape=input_shape,
-        likelihood=likelihood,
-        **kwargs,
-    )
+    return _mlp_model(Autoencoder, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
 def sparse_ae(input_shape=(28, 28, 1), latent_dim=64, target=0.05, weight=1.0, **kwargs):
