@@ -128,3 +128,9 @@ def test_cli_export_records_metadata_and_exits_2_on_an_existing_version(tmp_path
     assert cli.main(["export", str(run), "--to", str(target), "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert savedmodel.versions(target) == [1]
+    assert cli.main(["export", str(run), "--to", str(target), "--tflite", "int8", "--onnx"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["savedmodel"] == str(target / "2") and set(printed["tflite"]["decoder"]) == {"float32", "int8"}
+    for name in ("tflite/decoder_float32.tflite", "tflite/decoder_int8.tflite", "tflite/report.json", "onnx/decoder.onnx", "onnx/encoder.onnx"):
+        assert (target / name).stat().st_size > 0, name
+    assert cli.main(["export", str(run), "--to", str(target), "--tflite", "int4"]) == 2
