@@ -1,7 +1,16 @@
 """Priors p(z) over R^latent_dim, each a Keras layer whose `distribution()` builds the tfd object from its
-weights (so `fit` trains learned priors). Look one up by name with `get`."""
+weights (so `fit` trains learned priors). Look one up by name with `get`.
+
+Most priors are self-contained. A prior defined through the model's own posterior (the VampPrior) sets
+`needs_posterior = True`; the model then calls `distribution(posterior=...)` with its q(z|x) function.
+The function is passed per call rather than stored on the layer: the model owns the prior, and a tracked
+reference back to the model would be a cycle in Keras's layer tracking and serialization.
+"""
+
+import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasvae._tfp import tfd
@@ -9,8 +18,25 @@ from kerasvae._tfp import tfd
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
 
 
+class Prior(keras.layers.Layer):
+    """Base of the priors: a layer without `call` whose `distribution()` returns p(z).
+
+    Subclasses create their weights in `__init__` (their shapes never depend on data), so a model has its
+    full variable set at construction and `.keras` loading finds every prior weight.
+    """
+
+    # True for priors defined through q(z|x); see the module docstring.
+    needs_posterior = False
+
+    def distribution(self, posterior=None):
+        raise NotImplementedError
+
+    def call(self, inputs=None):
+        raise TypeError("Priors have no call; use prior.distribution().")
+
+
 @serializable
-class StandardNormalPrior(keras.layers.Layer):
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I).
 
     Args:
@@ -22,19 +48,16 @@ class StandardNormalPrior(keras.layers.Layer):
         self.latent_dim = int(latent_dim)
         self.built = True
 
-    def distribution(self):
+    def distribution(self, posterior=None):
         zeros = tf.zeros([self.latent_dim])
         return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
-
-    def call(self, inputs=None):
-        raise TypeError("Priors have no call; use prior.distribution().")
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
 @serializable
-class MomentMatchedPrior(keras.layers.Layer):
+class MomentMatchedPrior(Prior):
     """p(z) = N(mean, diag(variance)) of the codes seen in training, tracked as moving averages.
 
     A plain autoencoder trains no prior; fitting a Gaussian to its aggregate codes afterwards (ex-post
@@ -59,24 +82,164 @@ class MomentMatchedPrior(keras.layers.Layer):
         self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
         self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * variance)
 
-    def distribution(self):
+    def distribution(self, posterior=None):
         scale = tf.sqrt(tf.convert_to_tensor(self.moving_variance) + 1e-6)
         return tfd.MultivariateNormalDiag(loc=tf.convert_to_tensor(self.moving_mean), scale_diag=scale)
-
-    def call(self, inputs=None):
-        raise TypeError("Priors have no call; use prior.distribution().")
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "momentum": self.momentum}
 
 
-PRIORS = {"normal": StandardNormalPrior}
+@serializable
+class MixturePrior(Prior):
+    """A learned mixture of K diagonal Gaussians (Dilokthanakul et al. 2016; Tomczak & Welling 2018):
+
+    p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)),   pi = softmax(logits),   sigma_k = softplus(raw_k) + min_scale
+
+    Every parameter is a Keras weight, trained by `fit` through the Monte Carlo KL (a mixture has no
+    closed-form KL to a Gaussian). The means start spread as N(0, I) draws so the components begin apart,
+    the scales at 1 and the weights uniform.
+
+    Args:
+        latent_dim: int. Dimension of z.
+        num_components: int. Number of mixture components K. Defaults to 10.
+        min_scale: float. Floor of every component scale; keeps log p(z) bounded when a component
+            collapses. Defaults to 1e-3.
+        seed: int or None. Seeds the initial component means. Defaults to None.
+
+    >>> prior = MixturePrior(latent_dim=2, num_components=3, seed=0)
+    >>> prior.distribution().log_prob(tf.zeros([5, 2])).shape
+    TensorShape([5])
+    """
+
+    def __init__(self, latent_dim, num_components=10, min_scale=1e-3, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.num_components = int(num_components)
+        self.min_scale = float(min_scale)
+        self.seed = seed
+        if self.num_components < 1:
+            raise ValueError(f"num_components must be >= 1, got {num_components}.")
+        if not 0.0 <= self.min_scale < 1.0:
+            raise ValueError(f"min_scale must be in [0, 1), got {min_scale}.")
+        k, d = self.num_components, self.latent_dim
+        self.logits = self.add_weight(shape=(k,), initializer="zeros", name="logits")
+        self.locs = self.add_weight(
+            shape=(k, d), initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed), name="locs"
+        )
+        # softplus(raw) + min_scale = 1 at the start.
+        unit_scale = math.log(math.expm1(1.0 - self.min_scale))
+        self.raw_scales = self.add_weight(
+            shape=(k, d), initializer=keras.initializers.Constant(unit_scale), name="raw_scales"
+        )
+        self.built = True
+
+    def distribution(self, posterior=None):
+        scales = tf.nn.softplus(tf.convert_to_tensor(self.raw_scales)) + self.min_scale
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=tf.convert_to_tensor(self.logits)),
+            components_distribution=tfd.MultivariateNormalDiag(loc=tf.convert_to_tensor(self.locs), scale_diag=scales),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "num_components": self.num_components,
+            "min_scale": self.min_scale,
+            "seed": self.seed,
+        }
 
 
-def get(prior, latent_dim):
-    """A prior layer from a name in PRIORS, or the prior layer itself."""
+@serializable
+class VampPrior(Prior):
+    """The VampPrior (Tomczak & Welling 2018): the model's own posterior averaged over K learned
+    pseudo-inputs u_k, an approximation of the aggregate posterior that the ELBO's optimal prior is.
+
+    p(z) = 1/K sum_k q(z | u_k)
+
+    The pseudo-inputs are a Keras weight of shape [K, *input_shape] trained by `fit` along with the
+    encoder. The model supplies q: it calls `distribution(posterior=model.posterior)`, and the encoder
+    runs on the pseudo-inputs in inference mode (the prior is a function of the weights, not of a batch,
+    so it must not update batch statistics).
+
+    Args:
+        latent_dim: int. Dimension of z.
+        input_shape: tuple of int. Shape of one example, e.g. (28, 28, 1).
+        num_components: int. Number of pseudo-inputs K. Defaults to 50.
+        seed: int or None. Seeds the initial pseudo-inputs, uniform on [0, 1]. Defaults to None.
+        pseudo_inputs_init: array [K, *input_shape] or None. Initial pseudo-inputs, e.g. K training
+            examples, instead of uniform noise. Like the `weights` of keras.layers.Embedding it is not part
+            of the config: its values live in the weights, which saving keeps. Defaults to None.
+
+    >>> import kerasvae as kv
+    >>> vae = kv.VAE(kv.networks.MLP((16,)), kv.networks.MLP((16,)), latent_dim=2, input_shape=(8, 8, 1),
+    ...              prior=VampPrior(latent_dim=2, input_shape=(8, 8, 1), num_components=5, seed=0))
+    >>> vae.prior.log_prob(tf.zeros([3, 2])).shape
+    TensorShape([3])
+    """
+
+    needs_posterior = True
+
+    def __init__(self, latent_dim, input_shape, num_components=50, seed=None, pseudo_inputs_init=None, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.data_shape = tuple(int(d) for d in input_shape)
+        self.num_components = int(num_components)
+        self.seed = seed
+        if self.num_components < 1:
+            raise ValueError(f"num_components must be >= 1, got {num_components}.")
+        self.pseudo_inputs = self.add_weight(
+            shape=(self.num_components, *self.data_shape),
+            initializer=keras.initializers.RandomUniform(0.0, 1.0, seed=seed),
+            name="pseudo_inputs",
+        )
+        if pseudo_inputs_init is not None:
+            values = np.asarray(pseudo_inputs_init, np.float32)
+            if values.shape != tuple(self.pseudo_inputs.shape):
+                raise ValueError(f"pseudo_inputs_init must have shape {list(self.pseudo_inputs.shape)}, got {list(values.shape)}.")
+            self.pseudo_inputs.assign(values)
+        self.built = True
+
+    def distribution(self, posterior=None):
+        if posterior is None:
+            raise ValueError("A VampPrior is q(z|u) averaged over pseudo-inputs u; use model.prior, which passes q.")
+        components = posterior(tf.convert_to_tensor(self.pseudo_inputs))
+        uniform = tfd.Categorical(logits=tf.zeros([self.num_components]))
+        return tfd.MixtureSameFamily(mixture_distribution=uniform, components_distribution=components)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "input_shape": self.data_shape,
+            "num_components": self.num_components,
+            "seed": self.seed,
+        }
+
+
+PRIORS = {"normal": StandardNormalPrior, "mixture": MixturePrior, "vamp": VampPrior}
+
+
+def get(prior, latent_dim, input_shape=None):
+    """A prior layer from a name in PRIORS, or the prior layer itself.
+
+    Args:
+        prior: str or prior layer. A name in PRIORS, or a layer to return as is.
+        latent_dim: int. Dimension of z.
+        input_shape: tuple of int or None. Shape of one example; required by priors defined in input
+            space through the posterior ("vamp"). Defaults to None.
+    """
     if isinstance(prior, keras.layers.Layer):
+        shape = getattr(prior, "data_shape", None)
+        if input_shape is not None and shape is not None and shape != tuple(input_shape):
+            raise ValueError(f"The prior's input_shape {shape} differs from the model's {tuple(input_shape)}.")
         return prior
     if prior not in PRIORS:
         raise ValueError(f"Unknown prior {prior!r}; expected one of {sorted(PRIORS)} or a prior layer.")
-    return PRIORS[prior](latent_dim)
+    prior_class = PRIORS[prior]
+    if prior_class.needs_posterior:
+        if input_shape is None:
+            raise ValueError(f"The {prior!r} prior lives in input space and needs the model's input_shape.")
+        return prior_class(latent_dim, input_shape=input_shape)
+    return prior_class(latent_dim)

@@ -63,10 +63,23 @@ def test_tf1_session_outputs_agree_with_keras(exported, digits):
     reconstructed = run_in_tf1_session(path, "reconstruct", {"x": x})["reconstruction"]
     np.testing.assert_allclose(reconstructed, model.reconstruct(x), atol=1e-4)
     scores = run_in_tf1_session(path, "score", {"x": x})
-    np.testing.assert_allclose(scores["elbo"], model.elbo(x, seed=savedmodel.SCORE_SEED), atol=1e-3, rtol=1e-5)
+    own = model.score_batch(tf.constant(x), tf.constant(savedmodel.SCORE_SEED))["elbo"].numpy()
+    np.testing.assert_allclose(scores["elbo"], own, atol=1e-3, rtol=1e-5)
+    one_by_one = [run_in_tf1_session(path, "score", {"x": x[i : i + 1]})["elbo"][0] for i in range(3)]
+    np.testing.assert_allclose(one_by_one, scores["elbo"][:3], atol=1e-4, rtol=1e-6)  # batching changes nothing
     np.testing.assert_allclose(scores["anomaly_score"], -scores["elbo"], rtol=1e-6)
     by_hand = np.sum((x - model.reconstruct(x)) ** 2, axis=(1, 2, 3))
     np.testing.assert_allclose(scores["reconstruction_error"], by_hand, rtol=1e-4, atol=1e-5)
+
+
+def test_score_agrees_with_elbo_in_expectation(exported, digits):
+    model, path = exported
+    x = digits[2][:200]
+    served = run_in_tf1_session(path, "score", {"x": x})["elbo"]
+    expected = np.mean([model.elbo(x, seed=s) for s in range(20)], axis=0)
+    # One shared draw per request against 20 independent ones: equal on average over examples.
+    mean_served, mean_expected = float(np.mean(served)), float(np.mean(expected))
+    assert mean_served == pytest.approx(mean_expected, abs=0.03 * abs(mean_expected) + 0.5)
 
 
 def test_sample_is_identical_for_the_same_seed_across_loads(exported):

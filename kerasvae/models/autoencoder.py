@@ -78,7 +78,7 @@ class Autoencoder(LatentVariableModel):
         code = self.posterior_params(x)["loc"]
         return tfd.MultivariateNormalDiag(loc=code, scale_diag=self.proposal_scale * self.prior.stddev() * tf.ones_like(code))
 
-    def _elbo_batch(self, x, num_samples, seed):
+    def _elbo_batch(self, x, num_samples, seed, shared_noise=False):
         return self.likelihood.log_prob(self.likelihood_params(self.posterior_params(x)["loc"]), x)
 
     def get_config(self):

@@ -33,7 +33,7 @@ class LatentVariableModel(keras.Model):
         input_shape: tuple of int. Shape of one example, e.g. (28, 28, 1).
         likelihood: kerasvae.likelihoods.Likelihood. Head for p(x|z).
         posterior: a posterior head from kerasvae.posteriors.
-        prior: a prior layer from kerasvae.priors.
+        prior: a prior layer from kerasvae.priors. One with `needs_posterior` is handed `self.posterior`.
         metric_names: tuple of str. Names of the terms `loss_terms` returns.
         seed: int or None. Seeds training noise (reparameterization, corruption). Defaults to None.
         eval_batch_size: int. Batch size of the API methods on large inputs. Defaults to 1024.
@@ -113,6 +113,10 @@ class LatentVariableModel(keras.Model):
     @property
     def prior(self):
         """p(z): a tfd.Distribution with event_shape [latent_dim]."""
+        if getattr(self.prior_layer, "needs_posterior", False):
+            # Priors built from q(z|x) (VampPrior) get it per call; storing the model on its own prior
+            # layer would make a cycle in Keras's tracking.
+            return self.prior_layer.distribution(posterior=self.posterior)
         return self.prior_layer.distribution()
 
     def proposal(self, x):
@@ -214,9 +218,10 @@ class LatentVariableModel(keras.Model):
 
     def score_batch(self, x, seed):
         """Per-example scores of a batch tensor, as the exported `score` signature serves them: elbo (one
-        posterior sample drawn with the stateless `seed`, so a fixed seed makes it deterministic),
-        reconstruction_error (sum of squared errors of the reconstruction) and anomaly_score (-elbo)."""
-        elbo = self._elbo_batch(x, 1, seed)
+        posterior sample from the stateless `seed`, the same standard-normal draw for every example, so a
+        score is deterministic and does not depend on how requests are batched), reconstruction_error (sum
+        of squared errors of the reconstruction) and anomaly_score (-elbo)."""
+        elbo = self._elbo_batch(x, 1, seed, shared_noise=True)
         error = tf.reduce_sum(tf.reshape(tf.square(x - self(x)), [tf.shape(x)[0], -1]), axis=-1)
         return {"elbo": elbo, "reconstruction_error": error, "anomaly_score": -elbo}
 

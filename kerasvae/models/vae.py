@@ -24,7 +24,9 @@ class VAE(LatentVariableModel):
         input_shape: tuple of int. Shape of one example.
         likelihood: str or Likelihood. One of "bernoulli", "gaussian", "continuous_bernoulli", "logistic",
             "categorical". Defaults to "bernoulli".
-        prior: str or prior layer. Defaults to "normal".
+        prior: str or prior layer. One of "normal" (N(0, I)), "mixture" (a learned Gaussian mixture) or
+            "vamp" (the VampPrior, 1/K sum_k q(z|u_k) over learned pseudo-inputs u_k); see
+            kerasvae.priors. Defaults to "normal".
         beta: float. Weight of the KL term. Defaults to 1.0.
         num_samples: int. Posterior samples per example; > 1 trains the IWAE bound. Defaults to 1.
         kl_warmup_steps: int. Optimizer steps over which the KL weight ramps linearly from 0 to beta.
@@ -71,16 +73,24 @@ class VAE(LatentVariableModel):
             input_shape=input_shape,
             likelihood=likelihoods.get(likelihood),
             posterior=posteriors.GaussianPosterior(latent_dim, min_scale=self.min_scale),
-            prior=priors.get(prior, latent_dim),
+            prior=priors.get(prior, latent_dim, input_shape=input_shape),
             metric_names=("loss", "reconstruction", "kl", "elbo"),
             **kwargs,
         )
 
-    def elbo_parts(self, x, num_samples, seed, training=False):
-        """z ~ q(z|x) [k, n, latent_dim], log p(x|z) [k, n] and KL(q || p) [n], with q and p."""
+    def elbo_parts(self, x, num_samples, seed, training=False, shared_noise=False):
+        """z ~ q(z|x) [k, n, latent_dim], log p(x|z) [k, n] and KL(q || p) [n], with q and p.
+
+        shared_noise=True draws one standard-normal eps [k, 1, latent_dim] for the whole batch and sets
+        z = loc + scale * eps (common random numbers): each example's estimate is then a function of that
+        example alone, whatever batch it arrives in."""
         q = self.posterior(x, training=training)
         p = self.prior
-        z = q.sample(num_samples, seed=seed)
+        if shared_noise:
+            eps = tf.random.stateless_normal([num_samples, 1, self.latent_dim], seed=seed)
+            z = q.mean() + q.stddev() * eps
+        else:
+            z = q.sample(num_samples, seed=seed)
         log_px_given_z = self.likelihood.log_prob(self.likelihood_params(z, training=training), x)
         kl = objectives.kl_divergence(q, p, z, analytic=self.analytic_kl)
         return q, p, z, log_px_given_z, kl
@@ -106,8 +116,8 @@ class VAE(LatentVariableModel):
             loss = reconstruction + weight * mean_kl
         return {"loss": loss, "reconstruction": reconstruction, "kl": mean_kl, "elbo": -(reconstruction + mean_kl)}
 
-    def _elbo_batch(self, x, num_samples, seed):
-        _, _, _, log_px_given_z, kl = self.elbo_parts(x, num_samples, seed)
+    def _elbo_batch(self, x, num_samples, seed, shared_noise=False):
+        _, _, _, log_px_given_z, kl = self.elbo_parts(x, num_samples, seed, shared_noise=shared_noise)
         return tf.reduce_mean(log_px_given_z, axis=0) - kl
 
     def get_config(self):
