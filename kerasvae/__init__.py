@@ -20,6 +20,7 @@ from kerasvae import objectives  # noqa: E402
 from kerasvae import posteriors  # noqa: E402
 from kerasvae import presets  # noqa: E402
 from kerasvae import priors  # noqa: E402
+from kerasvae import serving  # noqa: E402
 from kerasvae import sparsity  # noqa: E402
 from kerasvae.models import VAE, Autoencoder, LatentVariableModel  # noqa: E402
 
@@ -37,5 +38,6 @@ __all__ = [
     "posteriors",
     "presets",
     "priors",
+    "serving",
     "sparsity",
 ]

@@ -81,6 +81,16 @@ def _export(args):
     print(json.dumps(export_run(args.run, args.to, args.version, args.force, modes, args.onnx), indent=2))
 
 
+def _serve(args):
+    from kerasvae.serving.server import serve
+
+    serve(
+        args.saved_models, port=args.port, rest_port=args.rest_port, host=args.host, model_config=args.model_config,
+        poll_seconds=args.poll_seconds, max_batch_size=args.max_batch_size, max_request_bytes=args.max_request_bytes,
+        max_concurrent_requests=args.max_concurrent_requests,
+    )
+
+
 def _info(args):
     import keras
     import tensorflow as tf
@@ -155,6 +165,18 @@ def build_parser():
     export.add_argument("--tflite", default=None, help="comma-separated decoder modes: float32,dynamic,float16,int8")
     export.add_argument("--onnx", action="store_true", help="also write onnx/decoder.onnx and onnx/encoder.onnx")
     export.set_defaults(handler=_export)
+
+    serve = commands.add_parser("serve", help="serve a folder of SavedModels over TF Serving's gRPC and REST APIs")
+    serve.add_argument("saved_models", help="serving root, e.g. saved_models")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
+    serve.add_argument("--rest-port", type=int, default=None, help="REST port (0: any free port); none by default")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 serves other machines")
+    serve.add_argument("--model-config", default=None, help="a TF Serving models.config to serve instead")
+    serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
+    serve.add_argument("--max-batch-size", type=int, default=4096)
+    serve.add_argument("--max-request-bytes", type=int, default=64 << 20)
+    serve.add_argument("--max-concurrent-requests", type=int, default=64)
+    serve.set_defaults(handler=_serve)
 
     info = commands.add_parser("info", help="versions, devices and active acceleration")
     info.set_defaults(handler=_info)
