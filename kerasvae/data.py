@@ -53,17 +53,25 @@ def load(
 
     >>> ds = load("digits", binarize="dynamic", batch_size=32)
     """
-    if binarize not in BINARIZE_MODES:
-        raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}.")
     x, y = load_arrays(name_or_path, split)
-    if binarize is not None and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"Binarizing needs values in [0, 1]; {name_or_path} has [{x.min()}, {x.max()}].")
-    if binarize == "static":
-        x = binarize_static(x, seed)
     if with_labels and y is None:
         raise ValueError(f"{name_or_path} has no labels.")
-    dataset = tf.data.Dataset.from_tensor_slices((x, y) if with_labels else x)
-    if shuffle if shuffle is not None else split.startswith("train"):
+    if shuffle is None:
+        shuffle = split.startswith("train")
+    return pipeline(x, y if with_labels else None, binarize, batch_size, shuffle, seed)
+
+
+def pipeline(x, y=None, binarize=None, batch_size=128, shuffle=True, seed=0):
+    """The `tf.data` pipeline of `load` over arrays already in memory: (x, y) pairs when y is given.
+    Binarization, shuffling and batching as in `load`."""
+    if binarize not in BINARIZE_MODES:
+        raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}.")
+    if binarize is not None and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"Binarizing needs values in [0, 1]; the data span [{x.min()}, {x.max()}].")
+    if binarize == "static":
+        x = binarize_static(x, seed)
+    dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
+    if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if binarize == "dynamic":
@@ -243,3 +251,47 @@ def fashion_mnist_available():
         return True
     except ValueError:
         return False
+
+
+SERIES_KINDS = ("sine", "sawtooth", "square")
+
+
+def synthetic_series(n, length=64, kinds=("sine", "sawtooth"), noise=0.05, seed=0):
+    """n periodic series [n, length, 1] with random period, phase and amplitude, plus Gaussian noise, and
+    their kind index: a small real-valued benchmark for sequence autoencoders, generated offline.
+
+    Args:
+        n: int. Number of series.
+        length: int. Steps per series. Defaults to 64.
+        kinds: tuple of str. Waveforms among SERIES_KINDS. Defaults to ("sine", "sawtooth").
+        noise: float. Standard deviation of the added noise. Defaults to 0.05.
+        seed: int. Defaults to 0.
+    """
+    unknown = set(kinds) - set(SERIES_KINDS)
+    if unknown:
+        raise ValueError(f"Unknown series kinds {sorted(unknown)}; expected some of {SERIES_KINDS}.")
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, len(kinds), n)
+    period = rng.uniform(12, 32, (n, 1))
+    phase = rng.uniform(0, 1, (n, 1))
+    amplitude = rng.uniform(0.5, 1.0, (n, 1))
+    cycles = np.arange(length)[None, :] / period + phase
+    waves = {
+        "sine": np.sin(2 * np.pi * cycles),
+        "sawtooth": 2 * (cycles - np.floor(cycles + 0.5)),
+        "square": np.sign(np.sin(2 * np.pi * cycles)),
+    }
+    series = np.choose(kind[:, None], [waves[k] for k in kinds]) * amplitude
+    series = series + noise * rng.standard_normal(series.shape)
+    return series[..., None].astype(np.float32), kind
+
+
+def inject_spikes(series, fraction=0.5, magnitude=1.5, seed=0):
+    """A copy of `series` [n, length, channels] where a random `fraction` of the series get one spike of
+    +-magnitude at a random step; returns (series, is_anomalous)."""
+    rng = np.random.default_rng(seed)
+    series = np.array(series, copy=True)
+    anomalous = rng.random(len(series)) < fraction
+    for i in np.flatnonzero(anomalous):
+        series[i, rng.integers(0, series.shape[1]), :] += magnitude * rng.choice([-1.0, 1.0])
+    return series, anomalous

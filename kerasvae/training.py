@@ -72,8 +72,8 @@ def train_run(
     keras.utils.set_random_seed(seed)
     x_train, _ = data.load_arrays(dataset, "train")
     x_test, y_test = data.load_arrays(dataset, "test")
-    train_ds = data.load(dataset, "train", binarize=binarize, batch_size=batch_size, seed=seed)
-    val_ds = data.load(dataset, "test", binarize=binarize and "static", batch_size=batch_size, seed=seed)
+    train_ds = data.pipeline(x_train, binarize=binarize, batch_size=batch_size, shuffle=True, seed=seed)
+    val_ds = data.pipeline(x_test, binarize=binarize and "static", batch_size=batch_size, shuffle=False, seed=seed)
     options = {"input_shape": x_train.shape[1:], "seed": seed}
     if latent_dim:
         options["latent_dim"] = int(latent_dim)
