@@ -62,24 +62,25 @@ class Autoencoder(LatentVariableModel):
             **kwargs,
         )
 
-    def loss_terms(self, x, training=False):
+    def loss_terms(self, x, training=False, labels=None):
         inputs = self.corruption(x, training=training) if self.corruption is not None else x
-        z = self.posterior_params(inputs, training=training)["loc"]
+        z = self.posterior_params(inputs, training=training, labels=labels)["loc"]
         if training:
             self.prior_layer.update(tf.stop_gradient(z))
-        reconstruction = -tf.reduce_mean(self.likelihood.log_prob(self.likelihood_params(z, training=training), x))
+        params = self.likelihood_params(z, training=training, labels=labels)
+        reconstruction = -tf.reduce_mean(self.likelihood.log_prob(params, x))
         terms = {"loss": reconstruction, "reconstruction": reconstruction}
         if self.sparsity is not None:
             terms["sparsity"] = self.sparsity(z)
             terms["loss"] = reconstruction + terms["sparsity"]
         return terms
 
-    def proposal(self, x):
-        code = self.posterior_params(x)["loc"]
+    def proposal(self, x, labels=None):
+        code = self.posterior_params(x, labels=labels)["loc"]
         return tfd.MultivariateNormalDiag(loc=code, scale_diag=self.proposal_scale * self.prior.stddev() * tf.ones_like(code))
 
-    def _elbo_batch(self, x, num_samples, seed, shared_noise=False):
-        return self.likelihood.log_prob(self.likelihood_params(self.posterior_params(x)["loc"]), x)
+    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+        return self._reconstruction_log_prob(x, labels=labels)
 
     def get_config(self):
         return {

@@ -69,46 +69,60 @@ class LatentVariableModel(keras.Model):
         # Compiled per instance: a tf.function on the class would retrace for every model.
         self._compiled = {
             name: tf.function(getattr(self, name), reduce_retracing=True)
-            for name in ("_reconstruct_batch", "_log_weights", "_elbo_batch")
+            for name in ("_reconstruct_batch", "_reconstruction_log_prob", "_log_weights", "_elbo_batch")
         }
         self._build_now()
 
     def _build_now(self):
         # Build every weight at construction, as a functional model would: `.keras` loading and
         # distribution strategies then find the full variable set without a first call.
-        z = self.posterior_params(tf.zeros((1, *self.data_shape)))["loc"]
-        self.likelihood_params(z)
+        labels = None if self.num_classes is None else tf.zeros([1], tf.int32)
+        z = self.posterior_params(tf.zeros((1, *self.data_shape)), labels=labels)["loc"]
+        self.likelihood_params(z, labels=labels)
         self.built = True
 
     # === The data flow ===
 
-    def posterior_params(self, x, training=False):
-        """Named parameters of q(z|x), e.g. {"loc", "scale"}, each [batch, latent_dim]."""
-        return self.posterior_head(self.encoder(x, training=training), training=training)
+    num_classes = None  # conditional families set the number of label classes
 
-    def likelihood_params(self, z, training=False):
+    def condition(self, inputs, labels):
+        """Joins labels to the encoder's features and to z before the decoder; unconditional models pass
+        inputs through."""
+        return inputs
+
+    def posterior_params(self, x, training=False, labels=None):
+        """Named parameters of q(z|x), e.g. {"loc", "scale"}, each [batch, latent_dim]."""
+        features = self.condition(self.encoder(x, training=training), labels)
+        return self.posterior_head(features, training=training)
+
+    def likelihood_params(self, z, training=False, labels=None):
         """Named parameters of p(x|z) for z of shape [*sample_shape, latent_dim]; each parameter gets the
-        same leading dims followed by the input shape."""
+        same leading dims followed by the input shape. Labels [batch] broadcast over the sample dims."""
         z = tf.convert_to_tensor(z, tf.float32)
         leading = tf.shape(z)[:-1]
-        features = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
+        if labels is not None:
+            labels = tf.reshape(tf.broadcast_to(labels, leading), [-1])
+        features = self.decoder(self.condition(tf.reshape(z, [-1, self.latent_dim]), labels), training=training)
         params = self.likelihood(features, training=training)
         return {
             name: tf.reshape(value, tf.concat([leading, tf.shape(value)[1:]], axis=0)) for name, value in params.items()
         }
 
-    def posterior(self, x, training=False):
+    def posterior(self, x, training=False, labels=None):
         """q(z|x) for a batch tensor x (no input checks; `encode` is the checked public form)."""
-        return self.posterior_head.distribution(self.posterior_params(x, training=training))
+        return self.posterior_head.distribution(self.posterior_params(x, training=training, labels=labels))
 
-    def encode(self, x):
+    def encode(self, x, labels=None):
         """q(z|x): a tfd.Distribution with batch_shape [n] and event_shape [latent_dim]."""
-        return self.posterior(self._check_inputs(x))
+        x = self._check_inputs(x)
+        return self.posterior(x, labels=self._check_labels(labels, len(x)))
 
-    def decode(self, z):
+    def decode(self, z, labels=None):
         """p(x|z): a tfd.Distribution with event_shape equal to the input shape. Discrete 8-bit likelihoods
         (`logistic`, `categorical`) live on {0, ..., 255}; `likelihood.mean` maps back to [0, 1]."""
-        return self.likelihood.distribution(self.likelihood_params(self._check_latents(z)))
+        z = self._check_latents(z)
+        labels = self._check_labels(labels, z.shape[-2] if z.shape.rank > 1 else 1)
+        return self.likelihood.distribution(self.likelihood_params(z, labels=labels))
 
     @property
     def prior(self):
@@ -119,18 +133,18 @@ class LatentVariableModel(keras.Model):
             return self.prior_layer.distribution(posterior=self.posterior)
         return self.prior_layer.distribution()
 
-    def proposal(self, x):
+    def proposal(self, x, labels=None):
         """The distribution that importance sampling draws z from for `log_likelihood`: q(z|x)."""
-        return self.posterior(x)
+        return self.posterior(x, labels=labels)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, labels=None):
         """The reconstruction E[p(x | z = mean of q(z|x))], so `model(x)` and `predict` work as expected."""
-        z = self.posterior_params(x, training=training)["loc"]
-        return self.likelihood.mean(self.likelihood_params(z, training=training))
+        z = self.posterior_params(x, training=training, labels=labels)["loc"]
+        return self.likelihood.mean(self.likelihood_params(z, training=training, labels=labels))
 
     # === Training: Keras's steps around the family's loss_terms ===
 
-    def loss_terms(self, x, training=False):
+    def loss_terms(self, x, training=False, labels=None):
         raise NotImplementedError
 
     @property
@@ -138,9 +152,9 @@ class LatentVariableModel(keras.Model):
         return list(self.trackers.values())
 
     def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            terms = self.loss_terms(x, training=True)
+            terms = self.loss_terms(x, training=True, labels=self._fit_labels(y))
             loss = terms["loss"] + tf.add_n(self.losses) if self.losses else terms["loss"]
             # Optimizers sum gradients over replicas; a per-replica mean loss must be divided to match.
             replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
@@ -150,8 +164,15 @@ class LatentVariableModel(keras.Model):
         return self._track(terms, x)
 
     def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self._track(self.loss_terms(x, training=False), x)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._track(self.loss_terms(x, training=False, labels=self._fit_labels(y)), x)
+
+    def _fit_labels(self, y):
+        if self.num_classes is None:
+            return None  # an unconditional model ignores the labels of a labelled dataset
+        if y is None:
+            raise ValueError(f"{type(self).__name__} trains on (x, y): pass integer labels, fit(x, y).")
+        return tf.reshape(tf.cast(y, tf.int32), [-1])
 
     def _track(self, terms, x):
         batch_size = tf.cast(tf.shape(x)[0], tf.float32)
@@ -161,11 +182,12 @@ class LatentVariableModel(keras.Model):
 
     # === The probabilistic API (numpy in, numpy out, batched) ===
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, labels=None):
         """Mean of p(x | z = mean of q(z|x)), shape of x."""
-        return self._map_batches(self._compiled["_reconstruct_batch"], self._check_inputs(x))
+        x = self._check_inputs(x)
+        return self._map_batches(self._compiled["_reconstruct_batch"], x, labels=self._check_labels(labels, len(x)))
 
-    def sample(self, n, seed=None, mean=True, temperature=1.0):
+    def sample(self, n, seed=None, mean=True, temperature=1.0, labels=None):
         """n draws from the model, shape [n, *input_shape]: z ~ p(z), then E[x|z] (mean=True, the usual image)
         or x ~ p(x|z). The same seed gives the same output.
 
@@ -174,25 +196,33 @@ class LatentVariableModel(keras.Model):
             seed: int, pair of ints or None. Stateless seed. Defaults to None (fresh randomness).
             mean: bool. Return E[x|z] instead of a draw from p(x|z). Defaults to True.
             temperature: float. Scales z around the prior mean (< 1 gives smoother, more typical samples).
+            labels: int or int array [n]. The class of each sample, for conditional models.
         """
         seed = stateless_seed(self.seed_generator if seed is None else seed)
         z_seed, x_seed = tfp.random.split_seed(seed, n=2)
-        return self._sample(int(n), z_seed, x_seed, bool(mean), float(temperature)).numpy()
+        labels = self._check_labels(labels, int(n))
+        return self._sample(int(n), z_seed, x_seed, bool(mean), float(temperature), labels).numpy()
 
-    def _sample(self, n, z_seed, x_seed, mean, temperature):
+    def _sample(self, n, z_seed, x_seed, mean, temperature, labels=None):
         prior = self.prior
         z = prior.sample(n, seed=z_seed)
         z = prior.mean() + temperature * (z - prior.mean())
-        params = self.likelihood_params(z)
+        params = self.likelihood_params(z, labels=labels)
         if mean:
             return self.likelihood.mean(params)
         return self.likelihood.distribution(params).sample(seed=x_seed)
 
-    def elbo(self, x, num_samples=1, seed=None):
+    def elbo(self, x, num_samples=1, seed=None, labels=None):
         """Per-example evidence lower bound in nats, shape [n]: E_q[log p(x|z)] - KL(q(z|x) || p(z))."""
-        return self._map_batches(lambda xb: self._compiled["_elbo_batch"](xb, num_samples, self._seed(seed)), self._check_inputs(x))
+        x = self._check_inputs(x)
+        elbo_batch = self._compiled["_elbo_batch"]
+        return self._map_batches(
+            lambda xb, lb=None: elbo_batch(xb, num_samples, self._seed(seed), labels=lb),
+            x,
+            labels=self._check_labels(labels, len(x)),
+        )
 
-    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None):
+    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None):
         """Per-example importance-weighted estimate of log p(x) in nats, shape [n] (see objectives).
 
         Args:
@@ -201,48 +231,73 @@ class LatentVariableModel(keras.Model):
                 examples in memory.
         """
         x = self._check_inputs(x)
+        labels = self._check_labels(labels, len(x))
         batch = min(self.eval_batch_size, 256)
         chunk = chunk_size or max(1, min(num_samples, (1 << 16) // batch))
         seeds = iter(tfp.random.split_seed(self._seed(seed), n=math.ceil(len(x) / batch) * math.ceil(num_samples / chunk) + 1))
 
-        def batch_log_likelihood(xb):
+        def batch_log_likelihood(xb, lb=None):
             return objectives.importance_weighted_log_likelihood(
-                lambda k: self._compiled["_log_weights"](xb, k, next(seeds)), num_samples, chunk
+                lambda k: self._compiled["_log_weights"](xb, k, next(seeds), labels=lb), num_samples, chunk
             )
 
-        return self._map_batches(batch_log_likelihood, x, batch_size=batch)
+        return self._map_batches(batch_log_likelihood, x, batch_size=batch, labels=labels)
 
-    def anomaly_score(self, x):
-        """Per-example anomaly score, higher = more anomalous: the negative ELBO in nats."""
-        return -self.elbo(x)
+    def anomaly_score(self, x, method="elbo", num_samples=1, labels=None):
+        """Per-example anomaly score in nats, higher = more anomalous.
 
-    def score_batch(self, x, seed):
+        Args:
+            method: str. "elbo": -ELBO averaged over `num_samples` posterior samples (what the exported
+                `score` signature serves); "nll": -log p(x), the importance-weighted estimate with
+                `num_samples` samples; "reconstruction": -log p(x | z = mean of q(z|x)), deterministic,
+                and the most sensitive to a few corrupted elements (no KL, no sampling noise).
+            num_samples: int. Samples for "elbo" and "nll". Defaults to 1.
+        """
+        if method == "elbo":
+            return -self.elbo(x, num_samples=num_samples, labels=labels)
+        if method == "nll":
+            return -self.log_likelihood(x, num_samples=num_samples, labels=labels)
+        if method == "reconstruction":
+            x = self._check_inputs(x)
+            return -self._map_batches(self._compiled["_reconstruction_log_prob"], x, labels=self._check_labels(labels, len(x)))
+        raise ValueError(f"Unknown anomaly score method {method!r}; expected 'elbo', 'nll' or 'reconstruction'.")
+
+    def score_batch(self, x, seed, labels=None):
         """Per-example scores of a batch tensor, as the exported `score` signature serves them: elbo (one
         posterior sample from the stateless `seed`, the same standard-normal draw for every example, so a
         score is deterministic and does not depend on how requests are batched), reconstruction_error (sum
         of squared errors of the reconstruction) and anomaly_score (-elbo)."""
-        elbo = self._elbo_batch(x, 1, seed, shared_noise=True)
-        error = tf.reduce_sum(tf.reshape(tf.square(x - self(x)), [tf.shape(x)[0], -1]), axis=-1)
+        elbo = self._elbo_batch(x, 1, seed, shared_noise=True, labels=labels)
+        reconstruction = self(x, training=False, labels=labels)
+        error = tf.reduce_sum(tf.reshape(tf.square(x - reconstruction), [tf.shape(x)[0], -1]), axis=-1)
         return {"elbo": elbo, "reconstruction_error": error, "anomaly_score": -elbo}
 
-    def _reconstruct_batch(self, x):
-        return self(x, training=False)
+    def _reconstruct_batch(self, x, labels=None):
+        return self(x, training=False, labels=labels)
 
-    def _log_weights(self, x, k, seed):
-        q = self.proposal(x)
+    def _reconstruction_log_prob(self, x, labels=None):
+        """log p(x | z = mean of q(z|x)) per example."""
+        code = self.posterior_params(x, labels=labels)["loc"]
+        return self.likelihood.log_prob(self.likelihood_params(code, labels=labels), x)
+
+    def _log_weights(self, x, k, seed, labels=None):
+        q = self.proposal(x, labels=labels)
         z = q.sample(k, seed=seed)
-        log_px_z = self.likelihood.log_prob(self.likelihood_params(z), x)
+        log_px_z = self.likelihood.log_prob(self.likelihood_params(z, labels=labels), x)
         return objectives.log_importance_weights(log_px_z, self.prior.log_prob(z), q.log_prob(z))
 
-    def _elbo_batch(self, x, num_samples, seed):
+    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
         raise NotImplementedError
 
     def _seed(self, seed):
         return stateless_seed(self.seed_generator if seed is None else seed)
 
-    def _map_batches(self, fn, x, batch_size=None):
+    def _map_batches(self, fn, x, batch_size=None, labels=None):
         batch_size = batch_size or self.eval_batch_size
-        outputs = [np.asarray(fn(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
+        outputs = [
+            np.asarray(fn(tf.constant(x[i : i + batch_size]), *(() if labels is None else (tf.constant(labels[i : i + batch_size]),))))
+            for i in range(0, len(x), batch_size)
+        ]
         if not outputs:
             return np.zeros((0, *np.shape(fn(tf.zeros((1, *x.shape[1:]))))[1:]), np.float32)
         return np.concatenate(outputs)
@@ -258,6 +313,24 @@ class LatentVariableModel(keras.Model):
         if not np.all(np.isfinite(x)):
             raise ValueError("Inputs contain NaN or infinite values.")
         return x
+
+    def _check_labels(self, labels, n):
+        """None for unconditional models; int32 labels [n] in [0, num_classes) for conditional ones (one int
+        is repeated n times)."""
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError(f"{type(self).__name__} is not conditional; it takes no labels.")
+            return None
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} needs labels: integers in [0, {self.num_classes}).")
+        labels = np.asarray(labels)
+        if labels.ndim == 0:
+            labels = np.full([n], labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"Expected {n} integer labels of shape [{n}], got {labels.dtype} of shape {list(labels.shape)}.")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"Labels must be in [0, {self.num_classes}), got [{labels.min()}, {labels.max()}].")
+        return labels.astype(np.int32)
 
     def _check_latents(self, z):
         z = tf.convert_to_tensor(z, tf.float32)

@@ -78,20 +78,20 @@ class VAE(LatentVariableModel):
             **kwargs,
         )
 
-    def elbo_parts(self, x, num_samples, seed, training=False, shared_noise=False):
+    def elbo_parts(self, x, num_samples, seed, training=False, shared_noise=False, labels=None):
         """z ~ q(z|x) [k, n, latent_dim], log p(x|z) [k, n] and KL(q || p) [n], with q and p.
 
         shared_noise=True draws one standard-normal eps [k, 1, latent_dim] for the whole batch and sets
         z = loc + scale * eps (common random numbers): each example's estimate is then a function of that
         example alone, whatever batch it arrives in."""
-        q = self.posterior(x, training=training)
+        q = self.posterior(x, training=training, labels=labels)
         p = self.prior
         if shared_noise:
             eps = tf.random.stateless_normal([num_samples, 1, self.latent_dim], seed=seed)
             z = q.mean() + q.stddev() * eps
         else:
             z = q.sample(num_samples, seed=seed)
-        log_px_given_z = self.likelihood.log_prob(self.likelihood_params(z, training=training), x)
+        log_px_given_z = self.likelihood.log_prob(self.likelihood_params(z, training=training, labels=labels), x)
         kl = objectives.kl_divergence(q, p, z, analytic=self.analytic_kl)
         return q, p, z, log_px_given_z, kl
 
@@ -101,8 +101,9 @@ class VAE(LatentVariableModel):
         step = tf.cast(self.optimizer.iterations + 1, tf.float32)
         return self.beta * tf.minimum(1.0, step / self.kl_warmup_steps)
 
-    def loss_terms(self, x, training=False):
-        q, p, z, log_px_given_z, kl = self.elbo_parts(x, self.num_samples, stateless_seed(self.seed_generator), training)
+    def loss_terms(self, x, training=False, labels=None):
+        seed = stateless_seed(self.seed_generator)
+        q, p, z, log_px_given_z, kl = self.elbo_parts(x, self.num_samples, seed, training, labels=labels)
         reconstruction = -tf.reduce_mean(log_px_given_z)
         mean_kl = tf.reduce_mean(kl)
         weight = self.kl_weight(training)
@@ -116,8 +117,8 @@ class VAE(LatentVariableModel):
             loss = reconstruction + weight * mean_kl
         return {"loss": loss, "reconstruction": reconstruction, "kl": mean_kl, "elbo": -(reconstruction + mean_kl)}
 
-    def _elbo_batch(self, x, num_samples, seed, shared_noise=False):
-        _, _, _, log_px_given_z, kl = self.elbo_parts(x, num_samples, seed, shared_noise=shared_noise)
+    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+        _, _, _, log_px_given_z, kl = self.elbo_parts(x, num_samples, seed, shared_noise=shared_noise, labels=labels)
         return tf.reduce_mean(log_px_given_z, axis=0) - kl
 
     def get_config(self):
