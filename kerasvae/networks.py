@@ -52,7 +52,7 @@ class MLP(keras.layers.Layer):
 
 @serializable
 class ConvEncoder(keras.layers.Layer):
-    """Strided Conv2D stack for images, flattened into a feature vector.
+    """Strided Conv2D stack for images, flattened into a feature vector (or kept as a feature map).
 
     Args:
         filters: tuple of int. Channels of each strided convolution; each halves height and width.
@@ -60,20 +60,26 @@ class ConvEncoder(keras.layers.Layer):
         kernel_size: int. Defaults to 3.
         dense_units: int or None. Width of a Dense layer after flattening. Defaults to 256.
         activation: str. Defaults to "relu".
+        flatten: bool. False returns the last feature map [batch, height / 2^k, width / 2^k, filters[-1]]
+            (no flattening, no Dense), e.g. for a VQ-VAE that quantizes each position. Defaults to True.
+
+    >>> ConvEncoder((8, 16), flatten=False)(keras.ops.zeros((2, 28, 28, 1))).shape
+    (2, 7, 7, 16)
     """
 
-    def __init__(self, filters=(32, 64), kernel_size=3, dense_units=256, activation="relu", **kwargs):
+    def __init__(self, filters=(32, 64), kernel_size=3, dense_units=256, activation="relu", flatten=True, **kwargs):
         super().__init__(**kwargs)
         self.filters = tuple(int(f) for f in filters)
         self.kernel_size = int(kernel_size)
         self.dense_units = dense_units
         self.activation = activation
+        self.keep_map = not flatten
         self.convs = [
             keras.layers.Conv2D(f, self.kernel_size, strides=2, padding="same", activation=activation)
             for f in self.filters
         ]
-        self.flatten = keras.layers.Flatten()
-        self.dense = keras.layers.Dense(dense_units, activation=activation) if dense_units else None
+        self.flatten = None if self.keep_map else keras.layers.Flatten()
+        self.dense = keras.layers.Dense(dense_units, activation=activation) if dense_units and flatten else None
 
     def build(self, input_shape):
         build_sequence([*self.convs, self.flatten, self.dense], input_shape)
@@ -82,6 +88,8 @@ class ConvEncoder(keras.layers.Layer):
         h = inputs
         for conv in self.convs:
             h = conv(h)
+        if self.keep_map:
+            return h
         h = self.flatten(h)
         return self.dense(h) if self.dense is not None else h
 
@@ -92,6 +100,7 @@ class ConvEncoder(keras.layers.Layer):
             "kernel_size": self.kernel_size,
             "dense_units": self.dense_units,
             "activation": self.activation,
+            "flatten": not self.keep_map,
         }
 
 
@@ -153,3 +162,74 @@ class ConvDecoder(keras.layers.Layer):
             "dense_units": self.dense_units,
             "activation": self.activation,
         }
+
+
+RECURRENT_CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+
+
+@serializable
+class SequenceEncoder(keras.layers.Layer):
+    """Recurrent encoder for series [batch, time, channels]: stacked LSTM/GRU layers, the last one's final
+    output is the feature vector (the recurrent autoencoder of Srivastava et al. 2015).
+
+    Args:
+        units: tuple of int. Width of each recurrent layer. Defaults to (64,).
+        cell: str. "lstm" or "gru". Defaults to "gru".
+        bidirectional: bool. Read the series both ways and concatenate. Defaults to False.
+    """
+
+    def __init__(self, units=(64,), cell="gru", bidirectional=False, **kwargs):
+        super().__init__(**kwargs)
+        if cell not in RECURRENT_CELLS:
+            raise ValueError(f"cell must be one of {sorted(RECURRENT_CELLS)}, got {cell!r}.")
+        self.units, self.cell, self.bidirectional = tuple(int(u) for u in units), cell, bool(bidirectional)
+        self.layers_ = []
+        for i, width in enumerate(self.units):
+            layer = RECURRENT_CELLS[cell](width, return_sequences=i < len(self.units) - 1)
+            self.layers_.append(keras.layers.Bidirectional(layer) if bidirectional else layer)
+
+    def build(self, input_shape):
+        build_sequence(self.layers_, input_shape)
+
+    def call(self, inputs):
+        h = inputs
+        for layer in self.layers_:
+            h = layer(h)
+        return h
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "cell": self.cell, "bidirectional": self.bidirectional}
+
+
+@serializable
+class SequenceDecoder(keras.layers.Layer):
+    """Recurrent decoder: z is projected, repeated over `timesteps` and read by stacked LSTM/GRU layers that
+    return every step, giving features [batch, time, units[-1]]; the likelihood head maps each step to that
+    step's parameters.
+
+    Args:
+        timesteps: int. Length of the series to produce.
+        units: tuple of int. Width of each recurrent layer. Defaults to (64,).
+        cell: str. "lstm" or "gru". Defaults to "gru".
+    """
+
+    def __init__(self, timesteps, units=(64,), cell="gru", **kwargs):
+        super().__init__(**kwargs)
+        if cell not in RECURRENT_CELLS:
+            raise ValueError(f"cell must be one of {sorted(RECURRENT_CELLS)}, got {cell!r}.")
+        self.timesteps, self.units, self.cell = int(timesteps), tuple(int(u) for u in units), cell
+        self.project = keras.layers.Dense(self.units[0], activation="tanh")
+        self.repeat = keras.layers.RepeatVector(self.timesteps)
+        self.layers_ = [RECURRENT_CELLS[cell](width, return_sequences=True) for width in self.units]
+
+    def build(self, input_shape):
+        build_sequence([self.project, self.repeat, *self.layers_], input_shape)
+
+    def call(self, inputs):
+        h = self.repeat(self.project(inputs))
+        for layer in self.layers_:
+            h = layer(h)
+        return h
+
+    def get_config(self):
+        return {**super().get_config(), "timesteps": self.timesteps, "units": self.units, "cell": self.cell}
