@@ -20,16 +20,20 @@ from kerasvae import objectives  # noqa: E402
 from kerasvae import posteriors  # noqa: E402
 from kerasvae import presets  # noqa: E402
 from kerasvae import priors  # noqa: E402
+from kerasvae import quantizers  # noqa: E402
 from kerasvae import serving  # noqa: E402
 from kerasvae import sparsity  # noqa: E402
-from kerasvae.models import VAE, Autoencoder, LatentVariableModel  # noqa: E402
+from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE, LatentVariableModel  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Autoencoder",
+    "ConditionalVAE",
+    "DiscreteVAE",
     "LatentVariableModel",
     "VAE",
+    "VQVAE",
     "corruptions",
     "data",
     "likelihoods",
@@ -38,6 +42,7 @@ __all__ = [
     "posteriors",
     "presets",
     "priors",
+    "quantizers",
     "serving",
     "sparsity",
 ]

@@ -86,3 +86,22 @@ def importance_weighted_log_likelihood(log_weights_fn, num_samples, chunk_size):
         total = chunk if total is None else tf.reduce_logsumexp(tf.stack([total, chunk]), axis=0)
         remaining -= k
     return total - math.log(num_samples)
+
+
+def discrete_kl(q, p):
+    """KL(q || p) per example between discrete codes, the KL term of relaxed (Gumbel-softmax / Concrete)
+    models. It is taken between the underlying discrete distributions, as Jang et al. 2017 do, not between
+    the relaxed densities the training samples come from:
+
+        KL(q || p) = sum_g sum_i q_gi log(q_gi / p_gi),   uniform p over K categories: sum_i q_i log(q_i K)
+
+    over groups g and categories i (Bernoulli bits are K = 2). It is analytic, does not depend on the
+    temperature, and is the exact KL of the hard-code model whose ELBO `elbo` evaluates. (Maddison et al.
+    2017 instead estimate the KL between the relaxed densities by Monte Carlo, a temperature-dependent
+    objective.)
+
+    Args:
+        q, p: discrete tfd distributions of the same family and event shape (Independent Bernoulli, or
+            Independent OneHotCategorical, reshaped alike).
+    """
+    return tfd.kl_divergence(q, p)

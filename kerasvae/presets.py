@@ -6,8 +6,12 @@ latent size; everything else is a keyword argument passed through to the model c
 4
 """
 
+import math
+
+import keras
+
 from kerasvae import corruptions, networks, sparsity
-from kerasvae.models import VAE, Autoencoder
+from kerasvae.models import VAE, VQVAE, Autoencoder, DiscreteVAE
 
 CLASSIC_HIDDEN = (512, 256)
 
@@ -55,6 +59,62 @@ def denoising_ae(input_shape=(28, 28, 1), latent_dim=32, stddev=0.3, **kwargs):
     return mlp_ae(input_shape, latent_dim, corruption=corruptions.GaussianNoise(stddev), **kwargs)
 
 
+def vqvae(
+    input_shape=(28, 28, 1), num_embeddings=64, embedding_dim=16, filters=(32, 64), likelihood="bernoulli", prior_components=64, **kwargs
+):
+    """A VQ-VAE as in keras-io's example: a strided Conv2D encoder whose last feature map is quantized position
+    by position (28x28 images -> a 7x7 grid of codes), a 3x3 convolution and Conv2DTranspose layers back up
+    to the image, and a per-pixel likelihood head. The code prior (fitted by `fit_code_prior`) is a mixture
+    of 64 products of per-position categoricals: independent categoricals alone decode to shapeless blobs."""
+    return VQVAE(
+        encoder=networks.ConvEncoder(filters, flatten=False),
+        decoder=_grid_decoder(input_shape[:2], tuple(reversed(filters))),
+        input_shape=input_shape,
+        num_embeddings=num_embeddings,
+        embedding_dim=embedding_dim,
+        likelihood=likelihood,
+        prior_components=prior_components,
+        **kwargs,
+    )
+
+
+def _grid_decoder(target_shape, filters):
+    """Upsample a latent map by 2 per filter, cropping any overshoot back to target_shape (height, width)."""
+    factor = 2 ** len(filters)
+    overshoot = [math.ceil(t / factor) * factor - t for t in target_shape]
+    return keras.Sequential(
+        [
+            keras.layers.Conv2D(filters[0], 3, padding="same", activation="relu"),
+            *(keras.layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu") for f in filters),
+            keras.layers.Cropping2D(((0, overshoot[0]), (0, overshoot[1]))),
+        ]
+    )
+
+
+def binary_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+    """Binary codes for semantic hashing: latent_dim Bernoulli bits behind the classic MLP torsos, relaxed in
+    training with the temperature annealed from 1 to 0.5 (anneal_rate 1e-4 per step)."""
+    kwargs = {"temperature": 1.0, "anneal_rate": 1e-4, "min_temperature": 0.5, **kwargs}
+    return _mlp_model(DiscreteVAE, input_shape, latent_dim, hidden, likelihood, code="binary", **kwargs)
+
+
+def gumbel_vae(input_shape=(28, 28, 1), num_latents=30, num_categories=10, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+    """The Gumbel-softmax VAE of Jang et al. 2017: num_latents one-hot codes of num_categories each (30 x 10),
+    the classic MLP torsos, the temperature annealed from 1 to 0.5. num_latents=1 with one category per
+    expected cluster gives an unsupervised clustering model (`cluster`)."""
+    kwargs = {"temperature": 1.0, "anneal_rate": 1e-4, "min_temperature": 0.5, **kwargs}
+    return DiscreteVAE(
+        encoder=networks.MLP(hidden),
+        decoder=networks.MLP(tuple(reversed(hidden))),
+        input_shape=input_shape,
+        code="categorical",
+        num_latents=num_latents,
+        num_categories=num_categories,
+        likelihood=likelihood,
+        **kwargs,
+    )
+
+
 PRESETS = {
     "mlp_vae": mlp_vae,
     "vae": mlp_vae,
@@ -63,6 +123,9 @@ PRESETS = {
     "ae": mlp_ae,
     "sparse_ae": sparse_ae,
     "denoising_ae": denoising_ae,
+    "vqvae": vqvae,
+    "binary_vae": binary_vae,
+    "gumbel_vae": gumbel_vae,
 }
 
 
@@ -72,3 +135,43 @@ def get(name):
     if key not in PRESETS:
         raise ValueError(f"Unknown model {name!r}; expected one of {sorted(PRESETS)}.")
     return PRESETS[key]
+
+
+def conditional_vae(input_shape=(28, 28, 1), num_classes=10, latent_dim=16, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+    """The classic MLP VAE conditioned on a label (one-hot joined to encoder features and to z)."""
+    from kerasvae.models import ConditionalVAE
+
+    return _mlp_model(ConditionalVAE, input_shape, latent_dim, hidden, likelihood, num_classes=num_classes, **kwargs)
+
+
+PRESETS["conditional_vae"] = conditional_vae
+
+
+def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, **kwargs):
+    """A recurrent VAE for series [time, channels]: bidirectional GRU/LSTM encoder, GRU/LSTM decoder fed the
+    projected z at every step, Gaussian likelihood with a learned scale. Free bits keep the decoder from
+    ignoring z (posterior collapse), which a strong recurrent decoder otherwise does."""
+    return VAE(
+        encoder=networks.SequenceEncoder(units, cell, bidirectional=True),
+        decoder=networks.SequenceDecoder(input_shape[0], units, cell),
+        latent_dim=latent_dim,
+        input_shape=input_shape,
+        likelihood=kwargs.pop("likelihood", "gaussian"),
+        free_bits=free_bits,
+        **kwargs,
+    )
+
+
+def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", **kwargs):
+    """The deterministic recurrent autoencoder, for reconstruction-based anomaly detection on series."""
+    return Autoencoder(
+        encoder=networks.SequenceEncoder(units, cell, bidirectional=True),
+        decoder=networks.SequenceDecoder(input_shape[0], units, cell),
+        latent_dim=latent_dim,
+        input_shape=input_shape,
+        likelihood=kwargs.pop("likelihood", "gaussian"),
+        **kwargs,
+    )
+
+
+PRESETS.update(sequence_vae=sequence_vae, sequence_ae=sequence_ae)

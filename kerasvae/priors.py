@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvae._tfp import tfd
+from kerasvae._tfp import tfb, tfd
 
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
 
@@ -216,6 +216,59 @@ class VampPrior(Prior):
             "num_components": self.num_components,
             "seed": self.seed,
         }
+
+
+@serializable
+class UniformBernoulliPrior(Prior):
+    """p(z) = prod_d Bernoulli(z_d; 1/2): every one of the 2^latent_dim binary codes equally likely.
+
+    Args:
+        latent_dim: int. Number of bits.
+
+    >>> round(float(UniformBernoulliPrior(latent_dim=3).distribution().log_prob(tf.ones([3]))), 4)  # log 2^-3
+    -2.0794
+    """
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.built = True
+
+    def distribution(self, posterior=None):
+        return tfd.Independent(tfd.Bernoulli(logits=tf.zeros([self.latent_dim]), dtype=tf.float32), reinterpreted_batch_ndims=1)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
+@serializable
+class UniformCategoricalPrior(Prior):
+    """p(z) = prod_g OneHotCategorical(z_g; 1/K): num_latents independent one-hot codes, each category equally
+    likely. Samples are flat, row-major over (group, category): [latent_dim = num_latents * num_categories],
+    the layout of `kerasvae.posteriors.CategoricalPosterior`.
+
+    Args:
+        num_latents: int. Number of categorical variables (groups).
+        num_categories: int. Categories K of each.
+
+    >>> UniformCategoricalPrior(num_latents=2, num_categories=4).distribution().sample(5, seed=(0, 0)).shape
+    TensorShape([5, 8])
+    """
+
+    def __init__(self, num_latents, num_categories, **kwargs):
+        super().__init__(**kwargs)
+        self.num_latents = int(num_latents)
+        self.num_categories = int(num_categories)
+        self.latent_dim = self.num_latents * self.num_categories
+        self.built = True
+
+    def distribution(self, posterior=None):
+        shape = [self.num_latents, self.num_categories]
+        groups = tfd.Independent(tfd.OneHotCategorical(logits=tf.zeros(shape), dtype=tf.float32), reinterpreted_batch_ndims=1)
+        return tfd.TransformedDistribution(groups, tfb.Reshape([self.latent_dim], shape))
+
+    def get_config(self):
+        return {**super().get_config(), "num_latents": self.num_latents, "num_categories": self.num_categories}
 
 
 PRIORS = {"normal": StandardNormalPrior, "mixture": MixturePrior, "vamp": VampPrior}

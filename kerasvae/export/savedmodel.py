@@ -3,7 +3,9 @@ warmup file and kerasvae's metadata, written atomically (temp sibling + rename) 
 the folder never loads half a version.
 
 Signatures (inputs -> outputs, float32 unless said):
-    encode       x [None, *input_shape]          -> loc, scale [None, latent_dim] (scale = 0 for a plain AE)
+    encode       x [None, *input_shape]          -> loc, scale [None, latent_dim] (scale = 0 for a plain AE);
+                 VQ-VAE: codes int32 [None, num_latents], z [None, latent_dim] (the quantized latents)
+                 DiscreteVAE: logits, codes int32 [None, num_latents], z [None, latent_dim] (model.encode_outputs)
     decode       z [None, latent_dim]            -> mean [None, *input_shape] + the likelihood's parameters
     reconstruct  x                               -> reconstruction
     serving_default = reconstruct
@@ -11,6 +13,9 @@ Signatures (inputs -> outputs, float32 unless said):
                  same samples on every load and every server)
     score        x                               -> elbo, reconstruction_error, anomaly_score [None]
                  (the ELBO's posterior sample uses the fixed stateless seed SCORE_SEED: deterministic)
+    Conditional models (ConditionalVAE) add an input `label` int32 [None] to encode, decode, reconstruct,
+    serving_default, score and sample (there one label for all samples, or one per sample).
+    decode_codes codes int32 [None, num_latents] -> as decode (VQ-VAE, DiscreteVAE: models with codes_to_latents)
 """
 
 import json
@@ -37,33 +42,43 @@ def signature_functions(model):
     x_spec = tf.TensorSpec([None, *model.data_shape], tf.float32, name="x")
     z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
 
-    def encode(x):
-        params = model.posterior_params(x)
+    def encode(x, label=None):
+        if hasattr(model, "encode_outputs"):  # a model that names its own encode outputs (DiscreteVAE)
+            return model.encode_outputs(x)
+        params = model.posterior_params(x, labels=label)
+        if "codes" in params:  # VQ-VAE: the code indices and the quantized latents decode takes
+            return {"codes": params["codes"], "z": params["loc"]}
         return {"loc": params["loc"], "scale": params.get("scale", tf.zeros_like(params["loc"]))}
 
-    def decode(z):
-        params = model.likelihood_params(z)
+    def decode(z, label=None):
+        params = model.likelihood_params(z, labels=label)
         return {"mean": model.likelihood.mean(params), **params}
 
-    def reconstruct(x):
-        return {"reconstruction": model(x, training=False)}
+    def reconstruct(x, label=None):
+        return {"reconstruction": model(x, training=False, labels=label)}
 
-    def sample(num_samples, seed):
+    def sample(num_samples, seed, label=None):
         z_seed, x_seed = tfp.random.split_seed(seed, n=2)
-        return {"x": model._sample(num_samples, z_seed, x_seed, mean=True, temperature=1.0)}
+        labels = None if label is None else tf.broadcast_to(label, [num_samples])
+        return {"x": model._sample(num_samples, z_seed, x_seed, mean=True, temperature=1.0, labels=labels)}
 
-    def score(x):
-        return model.score_batch(x, tf.constant(SCORE_SEED, tf.int32))
+    def score(x, label=None):
+        return model.score_batch(x, tf.constant(SCORE_SEED, tf.int32), labels=label)
 
     sample_specs = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([2], tf.int32, name="seed")]
-    return {
-        "serving_default": (reconstruct, [x_spec]),
-        "encode": (encode, [x_spec]),
-        "decode": (decode, [z_spec]),
-        "reconstruct": (reconstruct, [x_spec]),
-        "sample": (sample, sample_specs),
-        "score": (score, [x_spec]),
+    label = [tf.TensorSpec([None], tf.int32, name="label")] if model.num_classes is not None else []
+    functions = {
+        "serving_default": (reconstruct, [x_spec, *label]),
+        "encode": (encode, [x_spec, *label]),
+        "decode": (decode, [z_spec, *label]),
+        "reconstruct": (reconstruct, [x_spec, *label]),
+        "sample": (sample, sample_specs + label),
+        "score": (score, [x_spec, *label]),
     }
+    if hasattr(model, "codes_to_latents"):
+        codes_spec = tf.TensorSpec([None, model.num_latents], tf.int32, name="codes")
+        functions["decode_codes"] = (lambda codes: decode(model.codes_to_latents(codes)), [codes_spec])
+    return functions
 
 
 def write_savedmodel(model, directory):
@@ -81,7 +96,7 @@ def warmup_inputs(model, batch_size=2):
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, *model.data_shape)).astype(np.float32)
     z = rng.standard_normal((batch_size, model.latent_dim)).astype(np.float32)
-    return {
+    inputs = {
         "serving_default": {"x": x},
         "encode": {"x": x},
         "decode": {"z": z},
@@ -89,6 +104,12 @@ def warmup_inputs(model, batch_size=2):
         "sample": {"num_samples": np.int32(batch_size), "seed": np.array([1, 2], np.int32)},
         "score": {"x": x},
     }
+    if hasattr(model, "codes_to_latents"):
+        inputs["decode_codes"] = {"codes": np.zeros((batch_size, model.num_latents), np.int32)}
+    if model.num_classes is not None:
+        for name in ("serving_default", "encode", "decode", "reconstruct", "sample", "score"):
+            inputs[name]["label"] = np.zeros(batch_size, np.int32)
+    return inputs
 
 
 def write_warmup(directory, model, model_name):
@@ -154,7 +175,7 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
             "input_shape": list(model.data_shape),
             "latent_dim": model.latent_dim,
             "likelihood": type(model.likelihood).__name__,
-            "signatures": list(SIGNATURES),
+            "signatures": list(signature_functions(model)),
             "score_seed": list(SCORE_SEED),
             **(metadata or {}),
         }

@@ -2,6 +2,9 @@
 
 from kerasvae.models.autoencoder import Autoencoder
 from kerasvae.models.base import LatentVariableModel
+from kerasvae.models.conditional import ConditionalVAE
+from kerasvae.models.discrete import DiscreteVAE
 from kerasvae.models.vae import VAE
+from kerasvae.models.vqvae import VQVAE
 
-__all__ = ["Autoencoder", "LatentVariableModel", "VAE"]
+__all__ = ["Autoencoder", "ConditionalVAE", "DiscreteVAE", "LatentVariableModel", "VAE", "VQVAE"]

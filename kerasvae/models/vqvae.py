@@ -1,0 +1,234 @@
+"""The vector-quantized autoencoder (VQ-VAE, van den Oord et al. 2017): discrete latent codes from a learned
+codebook, trained by reconstruction + codebook and commitment losses; a categorical prior over the codes,
+fitted after training, makes it generate."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasvae import likelihoods, quantizers
+from kerasvae.models.base import LatentVariableModel
+
+
+@keras.saving.register_keras_serializable(package="kerasvae")
+class VQVAE(LatentVariableModel):
+    """VQ-VAE: x -> encoder -> z_e -> nearest codes c -> z_q = e_c -> decoder -> p(x|z_q), trained on
+
+        loss = -log p(x|z_q) + ||sg(z_e) - z_q||^2 + commitment_cost * ||z_e - sg(z_q)||^2
+
+    with straight-through gradients (kerasvae.quantizers has the details, and the EMA codebook update used
+    when `ema_decay` is set). Logged: loss, reconstruction (-log p(x|z_q), nats), vq_loss, perplexity
+    (exp of the entropy of the batch's code usage).
+
+    Latents. An encoder that outputs a feature map [batch, h, w, c] (e.g. `ConvEncoder(flatten=False)`) gets
+    one code per position, num_latents = h * w, and the decoder receives z_q as a map [batch, h, w,
+    embedding_dim]; for any other encoder pass `num_latents` and the decoder receives a vector. The public
+    latents are flat, row-major over (position, embedding dimension): z [n, latent_dim] with
+    latent_dim = num_latents * embedding_dim, codes int32 [n, num_latents].
+
+    The probabilistic API, for a point-mass posterior over discrete codes:
+      - `encode(x)`: q(c|x) = delta(c - c(x)), `tfd.Independent(tfd.Deterministic(codes), 1)` over int32 codes
+        [n, num_latents]; `.mean()` gives the codes. (`quantized_latents(x)` gives z_q.)
+      - `decode(z)` takes quantized latents z [n, latent_dim]; `decode_codes(codes)` takes code indices.
+      - `prior`: the categorical prior over codes (kerasvae.quantizers.CodePrior), uniform until
+        `fit_code_prior(x)`; `sample` draws codes from it and decodes them (`temperature` divides the prior's
+        logits).
+      - `elbo(x)` = log p(x|z_q(x)) + log p(c(x)): the ELBO of the point-mass posterior (its entropy is 0, so
+        KL(q || p) = -log p(c(x))), a true lower bound on log p(x) = log sum_c p(x|c) p(c).
+      - `log_likelihood(x)` returns that same bound: every importance sample from the point mass is the same
+        code, so more samples do not tighten it.
+      - `anomaly_score(x)` = -log p(x|z_q(x)), the reconstruction negative log-likelihood.
+
+    Args:
+        encoder, decoder: keras layers. Torsos (see kerasvae.networks); the decoder maps z_q to features.
+        input_shape: tuple of int. Shape of one example.
+        num_embeddings: int. Codebook size K. Defaults to 64.
+        embedding_dim: int. Dimension of each code vector. Defaults to 16.
+        num_latents: int or None. Codes per example for an encoder that outputs vectors; None for a feature
+            map (one code per position). Defaults to None.
+        commitment_cost: float. beta above. Defaults to 0.25.
+        ema_decay: float or None. EMA codebook updates with this decay (e.g. 0.99) instead of the codebook
+            loss. Defaults to None.
+        restart_after: int. Training steps a code may go unused before it is re-initialized to an encoder
+            output; 0 disables restarts. Defaults to 100.
+        prior_components: int. Mixture components of the code prior; 1 is an independent categorical per
+            position. Defaults to 1.
+        likelihood: str or Likelihood. Defaults to "bernoulli".
+        seed: int or None. Seeds the codebook initialization and the dead-code restarts.
+
+    >>> import kerasvae as kv
+    >>> model = kv.VQVAE(kv.networks.ConvEncoder((8, 16), flatten=False), kv.networks.MLP((32,)),
+    ...                  input_shape=(8, 8, 1), num_embeddings=16, embedding_dim=4)
+    >>> model.encode(np.zeros((3, 8, 8, 1))).mean().shape   # a 2x2 grid of codes per image
+    TensorShape([3, 4])
+    """
+
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        input_shape,
+        num_embeddings=64,
+        embedding_dim=16,
+        num_latents=None,
+        commitment_cost=0.25,
+        ema_decay=None,
+        restart_after=100,
+        prior_components=1,
+        likelihood="bernoulli",
+        **kwargs,
+    ):
+        quantizer = quantizers.VectorQuantizer(
+            num_embeddings, embedding_dim, commitment_cost, ema_decay, restart_after=restart_after, seed=kwargs.get("seed")
+        )
+        posterior = quantizers.QuantizedPosterior(quantizer, num_latents)
+        features_shape = tuple(encoder(tf.zeros((1, *input_shape))).shape)
+        grid = features_shape[1:-1] if num_latents is None else (int(num_latents),)
+        self.num_latents = int(np.prod(grid))
+        self.prior_components = int(prior_components)
+        latent_dim = self.num_latents * quantizer.embedding_dim
+        if kwargs.pop("latent_dim", latent_dim) != latent_dim:
+            raise ValueError(f"A VQ-VAE's latent_dim is num_latents * embedding_dim = {latent_dim}; do not set it.")
+        # The decoder sees z_q in the encoder's layout: a map [batch, *grid, embedding_dim], or a vector.
+        self.decoder_input_shape = (*grid, quantizer.embedding_dim) if num_latents is None else (latent_dim,)
+        super().__init__(
+            encoder=encoder,
+            decoder=decoder,
+            latent_dim=latent_dim,
+            input_shape=input_shape,
+            likelihood=likelihoods.get(likelihood),
+            posterior=posterior,
+            prior=quantizers.CodePrior(self.num_latents, quantizer.num_embeddings, self.prior_components),
+            metric_names=("loss", "reconstruction", "vq_loss", "perplexity"),
+            **kwargs,
+        )
+        for name in ("_codes_batch", "_latents_batch", "_log_px_batch"):
+            self._compiled[name] = tf.function(getattr(self, name), reduce_retracing=True)
+
+    @property
+    def quantizer(self):
+        return self.posterior_head.quantizer
+
+    # === The data flow ===
+
+    def likelihood_params(self, z, training=False, labels=None):
+        """As the base class, with z [*sample_shape, latent_dim] reshaped to the decoder's input layout (a VQ-VAE
+        is unconditional: labels are always None)."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        leading = tf.shape(z)[:-1]
+        features = self.decoder(tf.reshape(z, [-1, *self.decoder_input_shape]), training=training)
+        params = self.likelihood(features, training=training)
+        return {
+            name: tf.reshape(value, tf.concat([leading, tf.shape(value)[1:]], axis=0)) for name, value in params.items()
+        }
+
+    def codes_to_latents(self, codes):
+        """Quantized latents z [..., latent_dim] for int codes [..., num_latents]."""
+        codes = tf.convert_to_tensor(codes, tf.int32)
+        z = self.quantizer.embed(codes)
+        return tf.reshape(z, tf.concat([tf.shape(codes)[:-1], [self.latent_dim]], axis=0))
+
+    def loss_terms(self, x, training=False, labels=None):
+        params = self.posterior_params(x, training=training)
+        z_e = tf.reshape(params["z_e"], [-1, self.num_latents, self.quantizer.embedding_dim])
+        reconstruction = -tf.reduce_mean(self.likelihood.log_prob(self.likelihood_params(params["loc"], training=training), x))
+        vq_loss = self.quantizer.loss_terms(z_e, params["codes"])["vq_loss"]
+        if training:
+            self.quantizer.update(z_e, params["codes"])
+        return {
+            "loss": reconstruction + vq_loss,
+            "reconstruction": reconstruction,
+            "vq_loss": vq_loss,
+            "perplexity": self.quantizer.perplexity(params["codes"]),
+        }
+
+    # === Codes and their prior ===
+
+    def codes(self, x):
+        """Code indices of x, int32 [n, num_latents] (the mean of `encode(x)`, batched)."""
+        return self._map_batches(self._compiled["_codes_batch"], self._check_inputs(x)).astype(np.int32)
+
+    def quantized_latents(self, x):
+        """Quantized latents z_q(x) [n, latent_dim], what `decode` takes."""
+        return self._map_batches(self._compiled["_latents_batch"], self._check_inputs(x))
+
+    def decode_codes(self, codes):
+        """p(x | z_q(codes)) for int codes [..., num_latents] in {0, ..., num_embeddings - 1}."""
+        codes = np.asarray(codes)
+        if codes.ndim < 1 or codes.shape[-1] != self.num_latents or not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"Expected integer codes of shape [..., {self.num_latents}], got {codes.dtype} {list(codes.shape)}.")
+        if codes.size and (codes.min() < 0 or codes.max() >= self.quantizer.num_embeddings):
+            raise ValueError(f"Codes must lie in [0, {self.quantizer.num_embeddings - 1}], got [{codes.min()}, {codes.max()}].")
+        return self.decode(self.codes_to_latents(codes))
+
+    def fit_code_prior(self, data, iterations=30, seed=0):
+        """Fit the prior over codes to the codes of `data` (an array [n, *input_shape], or a tf.data.Dataset of
+        such batches or of (x, y) pairs), e.g. the training set once `fit` is done. Returns the mean
+        log p(c) of those codes in nats (per example)."""
+        if isinstance(data, tf.data.Dataset):
+            batches = (keras.utils.unpack_x_y_sample_weight(batch)[0] for batch in data)
+            codes = np.concatenate([self.codes(np.asarray(xb)) for xb in batches])
+        else:
+            codes = self.codes(data)
+        return self.prior_layer.fit(codes, iterations=iterations, seed=seed)
+
+    # === The probabilistic API ===
+
+    def _sample(self, n, z_seed, x_seed, mean, temperature, labels=None):
+        codes = self.prior_layer.distribution(temperature).sample(n, seed=z_seed)
+        params = self.likelihood_params(self.codes_to_latents(codes))
+        if mean:
+            return self.likelihood.mean(params)
+        return self.likelihood.distribution(params).sample(seed=x_seed)
+
+    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None):
+        """The lower bound log p(x|z_q(x)) + log p(c(x)), in nats, shape [n]: with a point-mass posterior all
+        importance samples coincide, so num_samples (accepted for the common API) changes nothing."""
+        return self.elbo(x, labels=labels)
+
+    def anomaly_score(self, x, labels=None):
+        """-log p(x|z_q(x)) in nats, shape [n]: the reconstruction negative log-likelihood."""
+        x = self._check_inputs(x)
+        self._check_labels(labels, len(x))
+        return -self._map_batches(self._compiled["_log_px_batch"], x)
+
+    def score_batch(self, x, seed, labels=None):
+        """As the base class: elbo = log p(x|z_q) + log p(c), reconstruction_error, anomaly_score = -log p(x|z_q).
+        Deterministic; the seed is unused."""
+        params = self.posterior_params(x)
+        likelihood_params = self.likelihood_params(params["loc"])
+        log_px = self.likelihood.log_prob(likelihood_params, x)
+        error = tf.square(x - self.likelihood.mean(likelihood_params))
+        return {
+            "elbo": log_px + self.prior_layer.log_prob(params["codes"]),
+            "reconstruction_error": tf.reduce_sum(tf.reshape(error, [tf.shape(x)[0], -1]), axis=-1),
+            "anomaly_score": -log_px,
+        }
+
+    def _codes_batch(self, x):
+        return self.posterior_params(x)["codes"]
+
+    def _latents_batch(self, x):
+        return self.posterior_params(x)["loc"]
+
+    def _log_px_batch(self, x):
+        return self.likelihood.log_prob(self.likelihood_params(self.posterior_params(x)["loc"]), x)
+
+    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+        params = self.posterior_params(x)
+        return self.likelihood.log_prob(self.likelihood_params(params["loc"]), x) + self.prior_layer.log_prob(params["codes"])
+
+    # === Serialization ===
+
+    def get_config(self):
+        quantizer = self.quantizer
+        return {
+            **super().get_config(),
+            "num_embeddings": quantizer.num_embeddings,
+            "embedding_dim": quantizer.embedding_dim,
+            "num_latents": self.posterior_head.num_latents,
+            "commitment_cost": quantizer.commitment_cost,
+            "ema_decay": quantizer.ema_decay,
+            "restart_after": quantizer.restart_after,
+            "prior_components": self.prior_components,
+        }
