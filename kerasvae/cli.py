@@ -118,7 +118,8 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model by fit and write a run folder")
-    train.add_argument("--model", default="vae", choices=sorted({k.replace("_", "-") for k in presets.PRESETS}))
+    image_models = sorted({k.replace("_", "-") for k in presets.PRESETS} - {"conditional-vae", "sequence-vae", "sequence-ae"})
+    train.add_argument("--model", default="vae", choices=image_models, help="an unconditional image preset")
     train.add_argument("--dataset", default="digits", help="digits, fashion_mnist, mnist, or a data path")
     train.add_argument("--binarize", choices=["static", "dynamic"], default=None)
     train.add_argument("--epochs", type=int, default=10)

@@ -11,7 +11,7 @@ import math
 import keras
 
 from kerasvae import corruptions, networks, sparsity
-from kerasvae.models import VAE, VQVAE, Autoencoder, DiscreteVAE
+from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE
 
 CLASSIC_HIDDEN = (512, 256)
 
@@ -115,6 +115,34 @@ def gumbel_vae(input_shape=(28, 28, 1), num_latents=30, num_categories=10, hidde
     )
 
 
+def conditional_vae(input_shape=(28, 28, 1), num_classes=10, latent_dim=16, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+    """The classic MLP VAE conditioned on a label (one-hot joined to encoder features and to z)."""
+    return _mlp_model(ConditionalVAE, input_shape, latent_dim, hidden, likelihood, num_classes=num_classes, **kwargs)
+
+
+def _sequence_model(model_class, input_shape, latent_dim, units, cell, **kwargs):
+    return model_class(
+        encoder=networks.SequenceEncoder(units, cell, bidirectional=True),
+        decoder=networks.SequenceDecoder(input_shape[0], units, cell),
+        latent_dim=latent_dim,
+        input_shape=input_shape,
+        likelihood=kwargs.pop("likelihood", "gaussian"),
+        **kwargs,
+    )
+
+
+def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, **kwargs):
+    """A recurrent VAE for series [time, channels]: bidirectional GRU/LSTM encoder, GRU/LSTM decoder fed the
+    projected z at every step, Gaussian likelihood with a learned scale. Free bits keep the decoder from
+    ignoring z (posterior collapse), which a strong recurrent decoder otherwise does."""
+    return _sequence_model(VAE, input_shape, latent_dim, units, cell, free_bits=free_bits, **kwargs)
+
+
+def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", **kwargs):
+    """The deterministic recurrent autoencoder, for reconstruction-based anomaly detection on series."""
+    return _sequence_model(Autoencoder, input_shape, latent_dim, units, cell, **kwargs)
+
+
 PRESETS = {
     "mlp_vae": mlp_vae,
     "vae": mlp_vae,
@@ -126,6 +154,9 @@ PRESETS = {
     "vqvae": vqvae,
     "binary_vae": binary_vae,
     "gumbel_vae": gumbel_vae,
+    "conditional_vae": conditional_vae,
+    "sequence_vae": sequence_vae,
+    "sequence_ae": sequence_ae,
 }
 
 
@@ -135,43 +166,3 @@ def get(name):
     if key not in PRESETS:
         raise ValueError(f"Unknown model {name!r}; expected one of {sorted(PRESETS)}.")
     return PRESETS[key]
-
-
-def conditional_vae(input_shape=(28, 28, 1), num_classes=10, latent_dim=16, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
-    """The classic MLP VAE conditioned on a label (one-hot joined to encoder features and to z)."""
-    from kerasvae.models import ConditionalVAE
-
-    return _mlp_model(ConditionalVAE, input_shape, latent_dim, hidden, likelihood, num_classes=num_classes, **kwargs)
-
-
-PRESETS["conditional_vae"] = conditional_vae
-
-
-def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, **kwargs):
-    """A recurrent VAE for series [time, channels]: bidirectional GRU/LSTM encoder, GRU/LSTM decoder fed the
-    projected z at every step, Gaussian likelihood with a learned scale. Free bits keep the decoder from
-    ignoring z (posterior collapse), which a strong recurrent decoder otherwise does."""
-    return VAE(
-        encoder=networks.SequenceEncoder(units, cell, bidirectional=True),
-        decoder=networks.SequenceDecoder(input_shape[0], units, cell),
-        latent_dim=latent_dim,
-        input_shape=input_shape,
-        likelihood=kwargs.pop("likelihood", "gaussian"),
-        free_bits=free_bits,
-        **kwargs,
-    )
-
-
-def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", **kwargs):
-    """The deterministic recurrent autoencoder, for reconstruction-based anomaly detection on series."""
-    return Autoencoder(
-        encoder=networks.SequenceEncoder(units, cell, bidirectional=True),
-        decoder=networks.SequenceDecoder(input_shape[0], units, cell),
-        latent_dim=latent_dim,
-        input_shape=input_shape,
-        likelihood=kwargs.pop("likelihood", "gaussian"),
-        **kwargs,
-    )
-
-
-PRESETS.update(sequence_vae=sequence_vae, sequence_ae=sequence_ae)

@@ -100,6 +100,8 @@ def train_run(
     if verbose == "auto":  # a progress bar for a person, one line per epoch for logs
         verbose = 1 if sys.stdout.isatty() else 2
     history = vae.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    if hasattr(vae, "fit_code_prior"):  # a VQ-VAE generates from a code prior fitted to its training codes
+        vae.fit_code_prior(data.binarize_static(x_train, seed) if binarize else x_train)
     atomic_write(out / "model.keras", vae.save)
     if figures:
         x_shown = data.binarize_static(x_test, seed) if binarize else x_test

@@ -16,6 +16,8 @@ CALIBRATION_EXAMPLES = 1000
 def calibration_latents(model, x, seed=0):
     """Decoder inputs that look like deployment traffic: draws from the aggregate posterior
     (1/N) sum_n q(z|x_n) of training images x, for int8 calibration and fidelity checks."""
+    if hasattr(model, "quantized_latents"):  # a VQ-VAE decodes codebook vectors, not posterior draws
+        return np.asarray(model.quantized_latents(x), np.float32)
     return np.asarray(model.encode(x).sample(seed=(seed, 1)), np.float32)
 
 
