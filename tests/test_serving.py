@@ -221,6 +221,19 @@ def test_sigterm_exits_cleanly_and_a_missing_root_is_exit_2(tmp_path, served):
     assert result.returncode == 2 and "is not a folder" in result.stderr
 
 
+def test_model_config_limits_what_is_served(served, tmp_path):
+    config = tmp_path / "only_digits.config"
+    config.write_text(f'model_config_list {{ config {{ name: "digits" base_path: "{served["root"] / "digits"}" '
+                      'model_platform: "tensorflow" } }')
+    process, grpc_target, _ = start_server(served["root"], "--model-config", str(config))
+    try:
+        assert kv.serving.Client(grpc_target, "digits").status()[0]["state"] == "AVAILABLE"
+        with pytest.raises(kv.serving.ServingClientError, match="NOT_FOUND"):
+            kv.serving.Client(grpc_target, "swap").status()
+    finally:
+        stop_server(process)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
