@@ -102,7 +102,7 @@ class VQVAE(LatentVariableModel):
             metric_names=("loss", "reconstruction", "vq_loss", "perplexity"),
             **kwargs,
         )
-        for name in ("_codes_batch", "_latents_batch", "_log_px_batch"):
+        for name in ("_codes_batch", "_latents_batch"):
             self._compiled[name] = tf.function(getattr(self, name), reduce_retracing=True)
 
     @property
@@ -186,11 +186,10 @@ class VQVAE(LatentVariableModel):
         importance samples coincide, so num_samples (accepted for the common API) changes nothing."""
         return self.elbo(x, labels=labels)
 
-    def anomaly_score(self, x, labels=None):
-        """-log p(x|z_q(x)) in nats, shape [n]: the reconstruction negative log-likelihood."""
-        x = self._check_inputs(x)
-        self._check_labels(labels, len(x))
-        return -self._map_batches(self._compiled["_log_px_batch"], x)
+    def anomaly_score(self, x, method="reconstruction", num_samples=1, labels=None):
+        """As the base class, but by default -log p(x|z_q(x)) in nats, shape [n]: the reconstruction negative
+        log-likelihood (the code prior's log p(c) says how common a code is, not how well x is explained)."""
+        return super().anomaly_score(x, method=method, num_samples=num_samples, labels=labels)
 
     def score_batch(self, x, seed, labels=None):
         """As the base class: elbo = log p(x|z_q) + log p(c), reconstruction_error, anomaly_score = -log p(x|z_q).
@@ -210,9 +209,6 @@ class VQVAE(LatentVariableModel):
 
     def _latents_batch(self, x):
         return self.posterior_params(x)["loc"]
-
-    def _log_px_batch(self, x):
-        return self.likelihood.log_prob(self.likelihood_params(self.posterior_params(x)["loc"]), x)
 
     def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
         params = self.posterior_params(x)
