@@ -13,8 +13,6 @@ import numpy as np
 
 from kerasvae import data, plots, presets
 
-RUN_FILES = ("model.keras", "config.json", "history.json")
-
 
 def atomic_write(path, write):
     """Call write(tmp_path), then rename onto `path`: readers never see a half-written file."""

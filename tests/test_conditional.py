@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import kerasvae as kv
-from conftest import DIGITS_SHAPE, assert_same_outputs
+from conftest import DIGITS_SHAPE
 
 
 def make(**kwargs):
