@@ -181,6 +181,10 @@ def build_parser():
 
     info = commands.add_parser("info", help="versions, devices and active acceleration")
     info.set_defaults(handler=_info)
+
+    from kerasvae.apps import cli as apps_cli
+
+    apps_cli.add_commands(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Applications of trained autoencoders: anomaly detection, denoising, compression, navigation, ..."""
