@@ -176,16 +176,20 @@ class SequenceEncoder(keras.layers.Layer):
         units: tuple of int. Width of each recurrent layer. Defaults to (64,).
         cell: str. "lstm" or "gru". Defaults to "gru".
         bidirectional: bool. Read the series both ways and concatenate. Defaults to False.
+        unroll: bool. Unroll the recurrence into `time` copies of the cell instead of a while loop: the
+            TFLite converter cannot lower the loop's tensor lists to builtins, and for short series the
+            unrolled graph also trains faster on CPU. Needs a fixed length. Defaults to False.
     """
 
-    def __init__(self, units=(64,), cell="gru", bidirectional=False, **kwargs):
+    def __init__(self, units=(64,), cell="gru", bidirectional=False, unroll=False, **kwargs):
         super().__init__(**kwargs)
         if cell not in RECURRENT_CELLS:
             raise ValueError(f"cell must be one of {sorted(RECURRENT_CELLS)}, got {cell!r}.")
         self.units, self.cell, self.bidirectional = tuple(int(u) for u in units), cell, bool(bidirectional)
+        self.unroll = bool(unroll)
         self.layers_ = []
         for i, width in enumerate(self.units):
-            layer = RECURRENT_CELLS[cell](width, return_sequences=i < len(self.units) - 1)
+            layer = RECURRENT_CELLS[cell](width, return_sequences=i < len(self.units) - 1, unroll=self.unroll)
             self.layers_.append(keras.layers.Bidirectional(layer) if bidirectional else layer)
 
     def build(self, input_shape):
@@ -198,7 +202,13 @@ class SequenceEncoder(keras.layers.Layer):
         return h
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "cell": self.cell, "bidirectional": self.bidirectional}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "cell": self.cell,
+            "bidirectional": self.bidirectional,
+            "unroll": self.unroll,
+        }
 
 
 @serializable
@@ -211,16 +221,18 @@ class SequenceDecoder(keras.layers.Layer):
         timesteps: int. Length of the series to produce.
         units: tuple of int. Width of each recurrent layer. Defaults to (64,).
         cell: str. "lstm" or "gru". Defaults to "gru".
+        unroll: bool. As for SequenceEncoder. Defaults to False.
     """
 
-    def __init__(self, timesteps, units=(64,), cell="gru", **kwargs):
+    def __init__(self, timesteps, units=(64,), cell="gru", unroll=False, **kwargs):
         super().__init__(**kwargs)
         if cell not in RECURRENT_CELLS:
             raise ValueError(f"cell must be one of {sorted(RECURRENT_CELLS)}, got {cell!r}.")
         self.timesteps, self.units, self.cell = int(timesteps), tuple(int(u) for u in units), cell
+        self.unroll = bool(unroll)
         self.project = keras.layers.Dense(self.units[0], activation="tanh")
         self.repeat = keras.layers.RepeatVector(self.timesteps)
-        self.layers_ = [RECURRENT_CELLS[cell](width, return_sequences=True) for width in self.units]
+        self.layers_ = [RECURRENT_CELLS[cell](width, return_sequences=True, unroll=self.unroll) for width in self.units]
 
     def build(self, input_shape):
         build_sequence([self.project, self.repeat, *self.layers_], input_shape)
@@ -232,4 +244,10 @@ class SequenceDecoder(keras.layers.Layer):
         return h
 
     def get_config(self):
-        return {**super().get_config(), "timesteps": self.timesteps, "units": self.units, "cell": self.cell}
+        return {
+            **super().get_config(),
+            "timesteps": self.timesteps,
+            "units": self.units,
+            "cell": self.cell,
+            "unroll": self.unroll,
+        }

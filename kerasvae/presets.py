@@ -49,6 +49,12 @@ def mlp_ae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likeli
     return _mlp_model(Autoencoder, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
+def stacked_ae(input_shape=(28, 28, 1), latent_dim=30, hidden=(1000, 500, 250), likelihood="bernoulli", **kwargs):
+    """The deep autoencoder of Hinton & Salakhutdinov (2006), 784-1000-500-250-30 with a mirrored decoder;
+    pretrain it greedily with `kerasvae.pretraining.pretrain_layerwise`, then `fit` it end to end."""
+    return mlp_ae(input_shape, latent_dim, hidden=hidden, likelihood=likelihood, **kwargs)
+
+
 def sparse_ae(input_shape=(28, 28, 1), latent_dim=64, target=0.05, weight=1.0, **kwargs):
     """A sparse autoencoder: sigmoid codes pushed to fire at mean rate `target` (KL sparsity)."""
     return mlp_ae(input_shape, latent_dim, sparsity=sparsity.KLSparsity(target, weight), **kwargs)
@@ -120,10 +126,10 @@ def conditional_vae(input_shape=(28, 28, 1), num_classes=10, latent_dim=16, hidd
     return _mlp_model(ConditionalVAE, input_shape, latent_dim, hidden, likelihood, num_classes=num_classes, **kwargs)
 
 
-def _sequence_model(model_class, input_shape, latent_dim, units, cell, **kwargs):
+def _sequence_model(model_class, input_shape, latent_dim, units, cell, unroll, **kwargs):
     return model_class(
-        encoder=networks.SequenceEncoder(units, cell, bidirectional=True),
-        decoder=networks.SequenceDecoder(input_shape[0], units, cell),
+        encoder=networks.SequenceEncoder(units, cell, bidirectional=True, unroll=unroll),
+        decoder=networks.SequenceDecoder(input_shape[0], units, cell, unroll=unroll),
         latent_dim=latent_dim,
         input_shape=input_shape,
         likelihood=kwargs.pop("likelihood", "gaussian"),
@@ -131,16 +137,18 @@ def _sequence_model(model_class, input_shape, latent_dim, units, cell, **kwargs)
     )
 
 
-def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, **kwargs):
+def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, unroll=True, **kwargs):
     """A recurrent VAE for series [time, channels]: bidirectional GRU/LSTM encoder, GRU/LSTM decoder fed the
     projected z at every step, Gaussian likelihood with a learned scale. Free bits keep the decoder from
-    ignoring z (posterior collapse), which a strong recurrent decoder otherwise does."""
-    return _sequence_model(VAE, input_shape, latent_dim, units, cell, free_bits=free_bits, **kwargs)
+    ignoring z (posterior collapse), which a strong recurrent decoder otherwise does. The recurrences are
+    unrolled (fixed length) so the decoder and encoder convert to TFLite builtins; pass unroll=False for
+    very long series."""
+    return _sequence_model(VAE, input_shape, latent_dim, units, cell, unroll, free_bits=free_bits, **kwargs)
 
 
-def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", **kwargs):
+def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", unroll=True, **kwargs):
     """The deterministic recurrent autoencoder, for reconstruction-based anomaly detection on series."""
-    return _sequence_model(Autoencoder, input_shape, latent_dim, units, cell, **kwargs)
+    return _sequence_model(Autoencoder, input_shape, latent_dim, units, cell, unroll, **kwargs)
 
 
 PRESETS = {
@@ -149,6 +157,7 @@ PRESETS = {
     "conv_vae": conv_vae,
     "mlp_ae": mlp_ae,
     "ae": mlp_ae,
+    "stacked_ae": stacked_ae,
     "sparse_ae": sparse_ae,
     "denoising_ae": denoising_ae,
     "vqvae": vqvae,

@@ -13,12 +13,13 @@ TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
 CALIBRATION_EXAMPLES = 1000
 
 
-def calibration_latents(model, x, seed=0):
+def calibration_latents(model, x, seed=0, labels=None):
     """Decoder inputs that look like deployment traffic: draws from the aggregate posterior
-    (1/N) sum_n q(z|x_n) of training images x, for int8 calibration and fidelity checks."""
+    (1/N) sum_n q(z|x_n) of training images x (with their labels, for a conditional model), for int8
+    calibration and fidelity checks."""
     if hasattr(model, "quantized_latents"):  # a VQ-VAE decodes codebook vectors, not posterior draws
         return np.asarray(model.quantized_latents(x), np.float32)
-    return np.asarray(model.encode(x).sample(seed=(seed, 1)), np.float32)
+    return np.asarray(model.encode(x, labels=labels).sample(seed=(seed, 1)), np.float32)
 
 
 def export_run(run, to, version=None, force=False, tflite=(), onnx=False):
@@ -48,9 +49,11 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False):
     if tflite:
         from kerasvae.export.tflite import export_tflite
 
-        x_train, _ = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
+        x_train, y_train = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
+        labels = None if model.num_classes is None else np.asarray(y_train, np.int32)
         modes = ["float32"] + [m for m in TFLITE_MODES if m in tflite and m != "float32"]
-        result["tflite"] = export_tflite(target, Path(to) / "tflite", modes, calibration_z=calibration_latents(model, x_train))
+        z = calibration_latents(model, x_train, labels=labels)
+        result["tflite"] = export_tflite(target, Path(to) / "tflite", modes, calibration_z=z, calibration_labels=labels)
     if onnx:
         from kerasvae.export.onnx import export_onnx
 

@@ -51,7 +51,10 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None):
     if mode == "int8":
         if calibration is None:
             raise ValueError("int8 conversion needs calibration inputs (e.g. latents of training data).")
-        calibration = {name: np.asarray(value, np.float32) for name, value in calibration.items()}
+        calibration = {
+            name: np.asarray(value, np.int32 if np.issubdtype(np.asarray(value).dtype, np.integer) else np.float32)
+            for name, value in calibration.items()
+        }
         count = len(next(iter(calibration.values())))
         converter.representative_dataset = lambda: (
             {name: value[i : i + 1] for name, value in calibration.items()} for i in range(count)
@@ -61,7 +64,9 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None):
     return converter.convert()
 
 
-def export_tflite(saved_model_dir, out_dir, modes=MODES, calibration_z=None, reference_fn=None, encoder=True, seed=0):
+def export_tflite(
+    saved_model_dir, out_dir, modes=MODES, calibration_z=None, reference_fn=None, encoder=True, seed=0, calibration_labels=None
+):
     """Write decoder_<mode>.tflite for each mode (and encoder_float32.tflite) to out_dir, measure each against
     the SavedModel, and write the measurements to out_dir/report.json. Returns the report:
 
@@ -83,41 +88,57 @@ def export_tflite(saved_model_dir, out_dir, modes=MODES, calibration_z=None, ref
             `decode`.
         encoder: bool. Also write and check encoder_float32.tflite. Defaults to True.
         seed: int. Seeds the evaluation inputs.
+        calibration_labels: int array [n] or None. For conditional models, whose `decode` (and `encode`) also
+            take a `label`: the labels that go with `calibration_z` (required for them).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     signatures = tf.saved_model.load(str(saved_model_dir)).signatures
+    conditional = "label" in signatures["decode"].structured_input_signature[1]
+    if conditional and (calibration_z is None or calibration_labels is None):
+        raise ValueError("This decoder takes a label: pass calibration_z and the calibration_labels that go with them.")
     if calibration_z is not None:
         calibration_z = np.asarray(calibration_z, np.float32)
-        z = calibration_z[rng.choice(len(calibration_z), EVAL_SAMPLES)]
+        chosen = rng.choice(len(calibration_z), EVAL_SAMPLES)
+        z = calibration_z[chosen]
     else:
         latent_dim = signatures["decode"].structured_input_signature[1]["z"].shape[-1]
         z = rng.standard_normal((EVAL_SAMPLES, latent_dim)).astype(np.float32)
-    reference = reference_fn(z) if reference_fn is not None else signatures["decode"](z=tf.constant(z))["mean"]
+    inputs = {"z": z}
+    calibration = None if calibration_z is None else {"z": calibration_z}
+    if conditional:
+        calibration_labels = np.asarray(calibration_labels, np.int32)
+        inputs["label"], calibration["label"] = calibration_labels[chosen], calibration_labels
+    if reference_fn is not None:
+        reference = reference_fn(z)
+    else:
+        reference = signatures["decode"](**{k: tf.constant(v) for k, v in inputs.items()})["mean"]
     reference = np.asarray(reference, np.float32)
 
-    calibration = None if calibration_z is None else {"z": calibration_z}
     report = {"eval_samples": EVAL_SAMPLES, "decoder": {}}
     for mode in modes:
         path = out_dir / f"decoder_{mode}.tflite"
         path.write_bytes(convert(saved_model_dir, "decode", mode, calibration))
         runner, entry = _load(path, "decode")
-        error = runner(z=z)["mean"] - reference
+        error = runner(**inputs)["mean"] - reference
         entry["psnr_db"] = float(10 * np.log10(1.0 / max(float(np.mean(error**2)), MSE_FLOOR)))
         entry["max_abs_error"] = float(np.abs(error).max())
-        entry["latency_ms"] = _latency_ms(runner, {"z": z[:1]})
+        entry["latency_ms"] = _latency_ms(runner, {name: value[:1] for name, value in inputs.items()})
         report["decoder"][mode] = entry
 
     if encoder:
         input_shape = signatures["encode"].structured_input_signature[1]["x"].shape[1:]
-        x = rng.random((EVAL_SAMPLES, *input_shape)).astype(np.float32)
+        encoder_inputs = {"x": rng.random((EVAL_SAMPLES, *input_shape)).astype(np.float32)}
+        if conditional:
+            encoder_inputs["label"] = inputs["label"]
         path = out_dir / "encoder_float32.tflite"
         path.write_bytes(convert(saved_model_dir, "encode"))
         runner, entry = _load(path, "encode")
-        got, expected = runner(x=x), signatures["encode"](x=tf.constant(x))
+        got = runner(**encoder_inputs)
+        expected = signatures["encode"](**{k: tf.constant(v) for k, v in encoder_inputs.items()})
         entry["max_abs_error"] = max(float(np.abs(got[k] - expected[k].numpy()).max()) for k in expected)
-        entry["latency_ms"] = _latency_ms(runner, {"x": x[:1]})
+        entry["latency_ms"] = _latency_ms(runner, {name: value[:1] for name, value in encoder_inputs.items()})
         report["encoder"] = {"float32": entry}
 
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
