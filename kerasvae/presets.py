@@ -137,16 +137,15 @@ def _sequence_model(model_class, input_shape, latent_dim, units, cell, unroll, *
     )
 
 
-def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, unroll=True, **kwargs):
+def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, unroll=False, **kwargs):
     """A recurrent VAE for series [time, channels]: bidirectional GRU/LSTM encoder, GRU/LSTM decoder fed the
     projected z at every step, Gaussian likelihood with a learned scale. Free bits keep the decoder from
-    ignoring z (posterior collapse), which a strong recurrent decoder otherwise does. The recurrences are
-    unrolled (fixed length) so the decoder and encoder convert to TFLite builtins; pass unroll=False for
-    very long series."""
+    ignoring z (posterior collapse), which a strong recurrent decoder otherwise does. `unroll=True` trades a
+    long first compile for faster epochs on short series; the TFLite export unrolls by itself."""
     return _sequence_model(VAE, input_shape, latent_dim, units, cell, unroll, free_bits=free_bits, **kwargs)
 
 
-def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", unroll=True, **kwargs):
+def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", unroll=False, **kwargs):
     """The deterministic recurrent autoencoder, for reconstruction-based anomaly detection on series."""
     return _sequence_model(Autoencoder, input_shape, latent_dim, units, cell, unroll, **kwargs)
 

@@ -23,7 +23,7 @@ from kerasvae import networks
 def _levels(model):
     """[(encode, decode, variables, loss)] from the bottom level up, for an MLP encoder/decoder pair."""
     if not isinstance(model.encoder, networks.MLP) or not isinstance(model.decoder, networks.MLP):
-        raise ValueError(
+        raise TypeError(
             "pretrain_layerwise needs kerasvae.networks.MLP encoder and decoder torsos, got "
             f"{type(model.encoder).__name__} and {type(model.decoder).__name__}"
         )
@@ -33,7 +33,12 @@ def _levels(model):
             f"the decoder must mirror the encoder for layer-wise pretraining: encoder units "
             f"{[layer.units for layer in encoder]}, decoder units {[layer.units for layer in decoder]}"
         )
-    squared_error = lambda h, h_hat: tf.reduce_mean(tf.reduce_sum(tf.square(h - h_hat), axis=-1))  # noqa: E731
+
+    def squared_error(h, h_hat):
+        return tf.reduce_mean(tf.reduce_sum(tf.square(h - h_hat), axis=-1))
+
+    def code(h):
+        return model.posterior_head(h)["loc"]
 
     levels = [(
         lambda x: encoder[0](model.encoder.flatten(x)),
@@ -44,7 +49,6 @@ def _levels(model):
     for k in range(1, len(encoder)):
         mirror = decoder[len(decoder) - k]
         levels.append((encoder[k], mirror, encoder[k].trainable_variables + mirror.trainable_variables, squared_error))
-    code = lambda h: model.posterior_head(h)["loc"]  # noqa: E731
     levels.append((code, decoder[0], model.posterior_head.trainable_variables + decoder[0].trainable_variables, squared_error))
     return levels
 

@@ -3,6 +3,7 @@ for on-device generation (tflite.py) and ONNX (onnx.py). `export_run` is what `k
 scripts in the top-level export/ folder call."""
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,22 @@ def calibration_latents(model, x, seed=0, labels=None):
     if hasattr(model, "quantized_latents"):  # a VQ-VAE decodes codebook vectors, not posterior draws
         return np.asarray(model.quantized_latents(x), np.float32)
     return np.asarray(model.encode(x, labels=labels).sample(seed=(seed, 1)), np.float32)
+
+
+def export_model_tflite(model, out_dir, modes, saved_model_dir=None, **options):
+    """`tflite.export_tflite` for a Keras model, converted from `saved_model_dir` (its SavedModel export)
+    when given, else from a scratch export. A model with recurrent layers is always re-exported with its
+    recurrences unrolled (same weights and outputs): the converter cannot lower their while loops to
+    builtin ops."""
+    from kerasvae.export.savedmodel import write_savedmodel
+    from kerasvae.export.tflite import export_tflite
+    from kerasvae.networks import unrolled
+
+    with tempfile.TemporaryDirectory() as scratch, unrolled(model) as has_recurrence:
+        source = saved_model_dir
+        if has_recurrence or source is None:
+            source = write_savedmodel(model, Path(scratch) / "savedmodel")
+        return export_tflite(source, out_dir, modes, **options)
 
 
 def export_run(run, to, version=None, force=False, tflite=(), onnx=False):
@@ -47,13 +64,13 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False):
     target = export_savedmodel(model, to, version=version, force=force, metadata=metadata)
     result = {"savedmodel": str(target), "tflite": None, "onnx": None}
     if tflite:
-        from kerasvae.export.tflite import export_tflite
-
         x_train, y_train = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
         labels = None if model.num_classes is None else np.asarray(y_train, np.int32)
         modes = ["float32"] + [m for m in TFLITE_MODES if m in tflite and m != "float32"]
         z = calibration_latents(model, x_train, labels=labels)
-        result["tflite"] = export_tflite(target, Path(to) / "tflite", modes, calibration_z=z, calibration_labels=labels)
+        result["tflite"] = export_model_tflite(
+            model, Path(to) / "tflite", modes, saved_model_dir=target, calibration_z=z, calibration_labels=labels
+        )
     if onnx:
         from kerasvae.export.onnx import export_onnx
 
