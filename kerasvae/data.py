@@ -15,6 +15,7 @@ by 255. A split may be sliced as in TFDS: "train[:55000]", "train[90%:]".
 import gzip
 import os
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ IDX_FILES = {
 }
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 BINARIZE_MODES = (None, "static", "dynamic")
+NUMPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
 
 
 def load(
@@ -103,9 +105,10 @@ def load_arrays(name_or_path, split="train"):
         x, y = _named_idx(name, base_split)
     else:
         x, y = _from_path(Path(name_or_path), base_split)
-    x = _as_images(x)
+    x = _as_images(x, name_or_path)
+    y = None if y is None else _as_labels(y, len(x), name_or_path)
     start, stop = _slice_bounds(part, len(x))
-    return x[start:stop], (None if y is None else np.asarray(y, np.int64)[start:stop])
+    return x[start:stop], (None if y is None else y[start:stop])
 
 
 def _parse_split(split):
@@ -186,7 +189,7 @@ def read_idx(path):
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:  # zlib.error: damaged gzip data
         raise ValueError(f"Cannot read IDX file {path}: {error}. Re-download or reinstall it.") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number). Re-download or reinstall it.")
@@ -211,6 +214,14 @@ def _from_path(path, split):
         return _read_idx_split(path, split)
     suffix = path.suffix.lower()
     try:
+        if suffix in NUMPY_MAGIC:
+            # np.load unpickles a file that is neither .npy nor zip; with allow_pickle=False that fails with a
+            # message about pickles, so say what the file should have been instead.
+            with open(path, "rb") as f:
+                head = f.read(len(NUMPY_MAGIC[suffix]))
+            if head != NUMPY_MAGIC[suffix]:
+                kind = "a zip of .npy arrays" if suffix == ".npz" else "a .npy array"
+                raise ValueError(f"not {kind} (it starts with {head!r}); the file is corrupt or misnamed.")
         if suffix == ".npy":
             return np.load(path, allow_pickle=False), None
         if suffix == ".npz":
@@ -227,21 +238,38 @@ def _from_path(path, split):
                 return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float32, skiprows=1), None
     except ValueError as error:
         raise ValueError(f"Cannot read {path}: {error}") from None
-    except (OSError, EOFError) as error:
-        raise ValueError(f"Cannot read {path}: corrupt or unreadable ({error}).") from None
+    except MemoryError as error:  # numpy allocates the shape a (damaged) header declares before reading
+        raise ValueError(f"Cannot read {path}: it declares an array larger than memory ({error}).") from None
+    except Exception as error:  # noqa: BLE001
+        # Damaged bytes surface from numpy and zipfile as almost any type (OSError, EOFError, BadZipFile,
+        # zlib.error, NotImplementedError for odd zip versions, SyntaxError/TokenError and TypeError from
+        # parsing a .npy header): whatever it is, the file could not be read.
+        raise ValueError(f"Cannot read {path}: corrupt or unreadable ({type(error).__name__}: {error}).") from None
     raise ValueError(f"Unsupported data file {path}; expected .npy, .npz, .csv or a folder of IDX files.")
 
 
-def _as_images(x):
+def _as_images(x, source):
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{source}: expected numeric data (bool, int or float), got dtype {x.dtype}.")
     if x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"Expected at least one example of at least one feature, got an array of shape {x.shape}.")
+        raise ValueError(f"{source}: expected at least one example of at least one feature, got an array of shape {x.shape}.")
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float32) / (255.0 if x.max() > 1 else 1.0)
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
-        raise ValueError("The data contain NaN or infinite values.")
+        raise ValueError(f"{source}: the data contain NaN or infinite values.")
     return x[..., None] if x.ndim == 3 else x
+
+
+def _as_labels(y, n, source):
+    """Labels as int64 [n]: integers (or integral floats), one per example."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise ValueError(f"{source}: expected {n} labels of shape [{n}] (one per example), got shape {list(y.shape)}.")
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))):
+        raise ValueError(f"{source}: labels must be integers, got dtype {y.dtype}.")
+    return y.astype(np.int64)
 
 
 def fashion_mnist_available():

@@ -10,6 +10,7 @@ internally while callers keep passing images in [0, 1].
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasvae._tfp import tfd
@@ -27,6 +28,7 @@ class Likelihood(keras.layers.Layer):
     """
 
     params_per_element = 1
+    support = None  # (low, high) of the data the head models, in data units; None: any real number
 
     def __init__(self, event_shape=None, **kwargs):
         super().__init__(**kwargs)
@@ -58,6 +60,20 @@ class Likelihood(keras.layers.Layer):
     def distribution(self, params):
         return tfd.Independent(self.element_distribution(params), reinterpreted_batch_ndims=len(self.event_shape))
 
+    def validate(self, x):
+        """Raise ValueError unless every value of the numpy array x lies in `support`. The models' public
+        methods call it; training does not (a train step never pays for a data scan)."""
+        if self.support is None or x.size == 0:
+            return
+        low, high = self.support
+        x_min, x_max = float(np.min(x)), float(np.max(x))
+        if x_min < low or x_max > high:
+            hint = "; divide 8-bit images by 255" if 1 < x_max <= 255 and x_min >= 0 else ""
+            raise ValueError(
+                f"{type(self).__name__} likelihood models values in [{low:g}, {high:g}]; the inputs span "
+                f"[{x_min:g}, {x_max:g}]{hint}."
+            )
+
     def targets(self, x):
         """Data in [0, 1] -> values in the distribution's support."""
         return x
@@ -78,6 +94,8 @@ class Bernoulli(Likelihood):
     >>> lik = Bernoulli(); lik.set_event_shape((2,))
     """
 
+    support = (0.0, 1.0)
+
     def split_params(self, raw):
         return {"logits": raw[..., 0]}
 
@@ -89,6 +107,8 @@ class Bernoulli(Likelihood):
 class ContinuousBernoulli(Likelihood):
     """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): the properly normalized density on [0, 1]
     that a Bernoulli log-loss on grey values silently assumes."""
+
+    support = (0.0, 1.0)
 
     def split_params(self, raw):
         return {"logits": raw[..., 0]}
@@ -151,6 +171,7 @@ class DiscretizedLogistic(Likelihood):
     """
 
     params_per_element = 2
+    support = (0.0, 1.0)
 
     def __init__(self, min_scale=1e-3, **kwargs):
         super().__init__(**kwargs)
@@ -180,6 +201,7 @@ class Categorical(Likelihood):
     """A 256-way categorical per element (van den Oord et al. 2016), over y = round(255 x)."""
 
     params_per_element = PIXEL_LEVELS
+    support = (0.0, 1.0)
 
     def split_params(self, raw):
         return {"logits": raw}

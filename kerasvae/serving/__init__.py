@@ -3,7 +3,7 @@ same protocol (`kerasvae serve`, `Server`)."""
 
 from kerasvae.serving.client import Client, RestClient, ServingClientError
 
-__all__ = ["Client", "RestClient", "ServingClientError", "Server", "serve"]
+__all__ = ["Client", "RestClient", "Server", "ServingClientError", "serve"]
 
 
 def __getattr__(name):

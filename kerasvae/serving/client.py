@@ -79,7 +79,10 @@ class Client(_SignatureClient):
 
     def __init__(self, target, model_name, version=None, timeout=30.0, max_batch=1024, retries=3):
         import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+        from tensorflow_serving.apis import (
+            model_service_pb2_grpc,
+            prediction_service_pb2_grpc,
+        )
 
         super().__init__(model_name, version, max_batch)
         self.timeout, self.retries = float(timeout), int(retries)

@@ -2,9 +2,17 @@
 models.config), loaded through their signatures only, polled for new versions and swapped in atomically.
 
 Like TF Serving's default version policy, each model serves its latest loadable version; a version folder
-that fails to load is logged and skipped while the previous one keeps serving."""
+that fails to load is logged and skipped while the previous one keeps serving, and is tried again once its
+files change (a version still being copied in loads when the copy is complete).
+
+Model files are read as data: a version is screened before it loads (`screen_graph`), so a SavedModel whose
+graph could touch the file system, run Python or open connections is refused, and nothing from a model
+folder is imported or unpickled. Model names and versions in requests are looked up among the loaded
+models, never joined to a path.
+"""
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -13,7 +21,39 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from kerasvae.export.savedmodel import MODEL_NAME
+
 log = logging.getLogger("kerasvae.serving")
+
+MESSAGE_CHARS = 64  # request-supplied text quoted in an error message is cut to this length
+
+# Ops that read or write files, run Python callbacks, write summaries or debug dumps, or make remote calls.
+# A kerasvae export has none of them in the functions it serves; a model that does is refused before it
+# loads. (TF's own guidance: a SavedModel is a program, so run models from untrusted sources in a sandbox.
+# This list narrows what a tampered model can do in-process; it is not a sandbox.)
+DENIED_OPS = frozenset({
+    "PyFunc", "PyFuncStateless", "EagerPyFunc",
+    "ReadFile", "WriteFile", "MatchingFiles", "MatchingFilesDataset", "ImmutableConst", "FileSystemSetConfiguration",
+    "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints",
+    "LoadAndRemapMatrix", "GenerateVocabRemapping",
+    "InitializeTableFromTextFile", "InitializeTableFromTextFileV2",
+    "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2", "TFRecordReader",
+    "TFRecordReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2", "LMDBReader",
+    "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset", "FixedLengthRecordDataset",
+    "FixedLengthRecordDatasetV2", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset", "LMDBDataset",
+    "ExperimentalLMDBDataset", "SqlDataset", "ExperimentalSqlDataset", "ExperimentalMatchingFilesDataset",
+    "SaveDataset", "SaveDatasetV2", "LoadDataset", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
+    "SnapshotDataset", "SnapshotDatasetV2", "DistributedSave",
+    "PrintV2",  # its output_stream may name a file
+    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "WriteScalarSummary",
+    "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary",
+    "WriteRawProtoSummary", "ImportEvent", "FlushSummaryWriter", "CloseSummaryWriter",
+    "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary",
+    "DebugNumericSummaryV2",
+    "DecodeProtoV2", "EncodeProto",  # their descriptor_source may name a file
+    "Rpc", "TryRpc", "RpcClient", "RpcCall", "RpcServer", "RpcServerStart", "RpcServerRegister",
+    "RpcCheckStatus", "RpcGetValue",
+})
 
 
 class ServingError(Exception):
@@ -25,57 +65,148 @@ class ServingError(Exception):
         self.message = message
 
 
+def clip(text, limit=MESSAGE_CHARS):
+    """Request-supplied text for an error message, cut to `limit` characters: a status message carrying a
+    megabyte-long model name would overflow gRPC's metadata limit and reach the client as a transport error."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_model_name(name):
+    """INVALID_ARGUMENT unless `name` is a model name `kerasvae export` could have written: 1-128 letters,
+    digits, '_', '.' or '-', not starting with '.' (so never '..' or a path)."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ServingError(
+            "INVALID_ARGUMENT",
+            f"Invalid model name {clip(name)!r}: expected 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
+
+
+def screen_graph(saved_model):
+    """Raise ValueError if a SavedModel proto uses a DENIED_OPS op anywhere the loader or a signature may run.
+
+    In a TF2 SavedModel the saver's own save/restore functions (which write and read checkpoints, and which
+    the Python loader never calls) are exempt; in a TF1 SavedModel the loader runs the saver's restore op,
+    so everything is screened.
+    """
+    meta_graph = saved_model.meta_graphs[0]
+    graph = meta_graph.graph_def
+    functions = {f.signature.name: f for f in graph.library.function}
+    saver_nodes = set()
+    if meta_graph.object_graph_def.nodes:
+        saver = meta_graph.saver_def
+        saver_nodes = {saver.save_tensor_name.split(":")[0], saver.restore_op_name.lstrip("^")}
+    nodes = [n for n in graph.node if n.name not in saver_nodes]
+    roots = set(meta_graph.object_graph_def.concrete_functions) | _called_functions(nodes)
+    seen, pending = set(), [name for name in roots if name in functions]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        nodes.extend(functions[name].node_def)
+        pending.extend(f for f in _called_functions(functions[name].node_def) if f in functions and f not in seen)
+    denied = sorted({n.op for n in nodes} & DENIED_OPS)
+    if denied:
+        raise ValueError(f"the graph uses ops a served model may not: {', '.join(denied)}")
+
+
+def _called_functions(nodes):
+    names = set()
+    for node in nodes:
+        for attr in node.attr.values():
+            if attr.func.name:
+                names.add(attr.func.name)
+            names.update(f.name for f in attr.list.func)
+    return names
+
+
 class LoadedVersion:
     """One loaded SavedModel version: its callable signatures and their SignatureDefs."""
 
     def __init__(self, name, version, path):
         self.name, self.version, self.path = name, int(version), Path(path)
-        self.module = tf.saved_model.load(str(path), tags=["serve"])
         saved_model = saved_model_pb2.SavedModel.FromString((self.path / "saved_model.pb").read_bytes())
+        if not saved_model.meta_graphs:
+            raise ValueError("saved_model.pb holds no MetaGraph")
+        screen_graph(saved_model)
+        self.module = tf.saved_model.load(str(path), tags=["serve"])
         self.signature_defs = {
             key: value for key, value in saved_model.meta_graphs[0].signature_def.items() if not key.startswith("__")
         }
         self.functions = {key: self.module.signatures[key] for key in self.signature_defs}
 
     def input_specs(self, signature):
-        return self.functions[signature].structured_input_signature[1]
-
-    def run(self, signature, inputs, max_batch_size):
-        """Validate named numpy inputs against the signature and run it; numpy outputs by name."""
+        """{input key: tf.TensorSpec} of a signature; INVALID_ARGUMENT naming the signatures if it is unknown."""
         if signature not in self.functions:
             raise ServingError(
                 "INVALID_ARGUMENT",
-                f"Serving signature name: \"{signature}\" not found in signature def; available: {sorted(self.functions)}",
+                f"Serving signature name: \"{clip(signature)}\" not found in signature def; available: {sorted(self.functions)}",
             )
+        return self.functions[signature].structured_input_signature[1]
+
+    def output_keys(self, signature, output_filter=()):
+        """The output keys a request gets: all of the signature's, or the requested subset (TF Serving's
+        INVALID_ARGUMENT for an unknown or repeated key)."""
+        outputs = set(self.signature_defs[signature].outputs)
+        if not output_filter:
+            return outputs
+        for i, key in enumerate(output_filter):
+            if key not in outputs:
+                raise ServingError(
+                    "INVALID_ARGUMENT", f"output tensor alias not found in signature: {clip(key)}; outputs are {sorted(outputs)}"
+                )
+            if key in output_filter[:i]:
+                raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {clip(key)}")
+        return set(output_filter)
+
+    def check_inputs(self, signature, described, max_batch_size):
+        """Check {key: (tf.DType, shape list)} against the signature before any value is materialized: the
+        exact key set, each dtype and shape, and the batch limit (RESOURCE_EXHAUSTED above it)."""
         specs = self.input_specs(signature)
-        if set(inputs) != set(specs):
-            raise ServingError(
-                "INVALID_ARGUMENT",
-                f"Signature \"{signature}\" takes inputs {sorted(specs)}; the request has {sorted(inputs)}",
-            )
-        tensors = {}
+        if set(described) != set(specs):
+            keys = [clip(k, 32) for k in sorted(described)[:8]] + (["..."] if len(described) > 8 else [])
+            raise ServingError("INVALID_ARGUMENT", f"Signature \"{signature}\" takes inputs {sorted(specs)}; the request has {keys}")
         for key, spec in specs.items():
+            dtype, shape = described[key]
+            if dtype != spec.dtype:
+                raise ServingError("INVALID_ARGUMENT", f"Input \"{key}\" of \"{signature}\" must be {spec.dtype.name}, got {dtype.name}")
+            if not spec.shape.is_compatible_with(shape):
+                raise ServingError(
+                    "INVALID_ARGUMENT", f"Input \"{key}\" of \"{signature}\" must have shape {_shape(spec.shape)}, got {list(shape)}"
+                )
+            if spec.shape.rank and spec.shape[0] is None and shape[0] > max_batch_size:
+                raise ServingError("RESOURCE_EXHAUSTED", f"Batch size {shape[0]} of \"{key}\" exceeds the limit {max_batch_size}")
+        return specs
+
+    def run(self, signature, inputs, max_batch_size):
+        """Validate named numpy inputs against the signature and run it; numpy outputs by name."""
+        described = {key: (_numpy_dtype(value), value.shape) for key, value in inputs.items()}
+        specs = self.check_inputs(signature, described, max_batch_size)
+        for key in specs:
             value = inputs[key]
-            if value.dtype != spec.dtype.as_numpy_dtype:
-                raise ServingError(
-                    "INVALID_ARGUMENT",
-                    f"Input \"{key}\" of \"{signature}\" must be {spec.dtype.name}, got {value.dtype.name}",
-                )
-            if not spec.shape.is_compatible_with(value.shape):
-                raise ServingError(
-                    "INVALID_ARGUMENT",
-                    f"Input \"{key}\" of \"{signature}\" must have shape {_shape(spec.shape)}, got {list(value.shape)}",
-                )
-            if spec.shape.rank and spec.shape[0] is None and value.shape[0] > max_batch_size:
-                raise ServingError(
-                    "RESOURCE_EXHAUSTED", f"Batch size {value.shape[0]} of \"{key}\" exceeds the limit {max_batch_size}"
-                )
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 raise ServingError("INVALID_ARGUMENT", f"Input \"{key}\" contains NaN or infinite values")
-            tensors[key] = tf.constant(value)
-        if "num_samples" in tensors and not 0 <= int(tensors["num_samples"]) <= max_batch_size:
-            raise ServingError("INVALID_ARGUMENT", f"num_samples must be in [0, {max_batch_size}]")
-        return {key: value.numpy() for key, value in self.functions[signature](**tensors).items()}
+        if "num_samples" in inputs:
+            num_samples = int(inputs["num_samples"])
+            if num_samples < 0:
+                raise ServingError("INVALID_ARGUMENT", f"num_samples must be >= 0, got {num_samples}")
+            if num_samples > max_batch_size:
+                raise ServingError("RESOURCE_EXHAUSTED", f"num_samples {num_samples} exceeds the batch limit {max_batch_size}")
+        try:
+            outputs = self.functions[signature](**{key: tf.constant(inputs[key]) for key in specs})
+        except tf.errors.InvalidArgumentError as error:  # values the graph rejects, e.g. a label out of range
+            raise ServingError("INVALID_ARGUMENT", f"The model rejected the inputs: {clip(error.message, 300)}") from None
+        except tf.errors.ResourceExhaustedError as error:
+            raise ServingError("RESOURCE_EXHAUSTED", f"Out of memory running \"{signature}\": {clip(error.message, 300)}") from None
+        return {key: value.numpy() for key, value in outputs.items()}
+
+
+def _numpy_dtype(value):
+    try:
+        return tf.dtypes.as_dtype(value.dtype)
+    except TypeError:  # e.g. object arrays of JSON values
+        raise ServingError("INVALID_ARGUMENT", f"Inputs must be numeric tensors, got numpy dtype {value.dtype}") from None
 
 
 def _shape(shape):
@@ -87,7 +218,7 @@ class ModelRegistry:
 
     Args:
         root: str or Path. Serving root holding one folder per model (integer version folders inside), as
-            written by `kerasvae export`.
+            written by `kerasvae export`; folders whose names are not valid model names are ignored.
         model_config: str, Path or None. A TF Serving models.config (text ModelServerConfig): serve exactly
             its models, from their base_path, instead of every folder under root.
     """
@@ -97,19 +228,19 @@ class ModelRegistry:
         self.model_config = model_config
         self.models = {}
         self.lock = threading.Lock()
-        self.failed = set()
+        self.failed = {}  # (name, version) -> fingerprint of the folder when it failed to load
 
     def base_paths(self):
         if self.model_config is None:
             if not self.root.is_dir():
                 raise ValueError(f"Serving root {self.root} is not a folder.")
-            return {p.name: p for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+            return {p.name: p for p in sorted(self.root.iterdir()) if p.is_dir() and MODEL_NAME.fullmatch(p.name)}
         from tensorflow_serving.config import model_server_config_pb2
 
         config = model_server_config_pb2.ModelServerConfig()
         try:
             text_format.Parse(Path(self.model_config).read_text(), config)
-        except (OSError, text_format.ParseError) as error:
+        except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
             raise ValueError(f"Cannot read model config {self.model_config}: {error}") from None
         return {c.name: Path(c.base_path) for c in config.model_config_list.config}
 
@@ -117,31 +248,56 @@ class ModelRegistry:
         """Load each model's newest version if it is not the one being served. Returns names that changed."""
         changed = []
         for name, base in self.base_paths().items():
-            versions = sorted((int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True) if base.is_dir() else []
-            current = self.models.get(name)
-            for version in versions:
-                if current is not None and version <= current.version:
-                    break
-                if (name, version) in self.failed:
-                    continue
-                try:
-                    loaded = LoadedVersion(name, version, base / str(version))
-                except Exception as error:  # noqa: BLE001 - a broken folder must never stop the server
-                    log.warning("skipping %s version %d (%s): %s", name, version, base / str(version), error)
-                    self.failed.add((name, version))
-                    continue
-                with self.lock:  # requests in flight keep their reference to the old version
-                    self.models = {**self.models, name: loaded}
-                log.info("serving %s version %d from %s", name, version, loaded.path)
-                changed.append(name)
-                break
+            try:
+                if self._poll_model(name, base):
+                    changed.append(name)
+            except OSError as error:  # an unreadable model folder must not stop the other models' polling
+                log.warning("cannot poll %s (%s): %s", name, base, error)
         return changed
 
-    def get(self, name, version=None):
+    def _poll_model(self, name, base):
+        versions = sorted((int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True) if base.is_dir() else []
+        current = self.models.get(name)
+        for version in versions:
+            if current is not None and version <= current.version:
+                return False
+            path = base / str(version)
+            fingerprint = _fingerprint(path)
+            if self.failed.get((name, version)) == fingerprint:
+                continue  # failed before and unchanged since: keep serving what we have without retrying
+            try:
+                loaded = LoadedVersion(name, version, path)
+            except Exception as error:  # noqa: BLE001 - a broken folder must never stop the server
+                log.warning("skipping %s version %d (%s): %s", name, version, path, clip(error, 500))
+                self.failed[(name, version)] = fingerprint
+                continue
+            self.failed.pop((name, version), None)
+            with self.lock:  # requests in flight keep their reference to the old version
+                self.models = {**self.models, name: loaded}
+            log.info("serving %s version %d from %s", name, version, loaded.path)
+            return True
+        return False
+
+    def get(self, name, version=None, label=""):
+        """The LoadedVersion a request names: NOT_FOUND for a model or version not served, INVALID_ARGUMENT
+        for a malformed name or any version label (none are configured)."""
         models = self.models
         if name not in models:
+            check_model_name(name)
             raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+        if label:
+            raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
         loaded = models[name]
         if version is not None and version != loaded.version:
             raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
         return loaded
+
+
+def _fingerprint(path):
+    """(relative path, size, mtime) of every file under a version folder: changes while a copy is under way."""
+    files = []
+    for folder, _, names in os.walk(path):
+        for file_name in names:
+            stat = os.stat(os.path.join(folder, file_name))
+            files.append((os.path.relpath(os.path.join(folder, file_name), path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(files))
