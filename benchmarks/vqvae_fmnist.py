@@ -33,10 +33,10 @@ def main():
     train_seconds = time.perf_counter() - start
     model.fit_code_prior(x)
     mse = float(np.mean((model.reconstruct(x_test) - x_test) ** 2))
-    codes = model.codes(x_test).numpy().ravel()
+    codes = np.ravel(model.codes(x_test))
     usage = np.bincount(codes, minlength=model.num_embeddings) / len(codes)
     test_perplexity = float(np.exp(-np.sum(usage[usage > 0] * np.log(usage[usage > 0]))))
-    plots.image_grid(model.sample(64, seed=(0, 1)).numpy(), args.out, title="VQ-VAE samples (code prior)")
+    plots.image_grid(model.sample(64, seed=(0, 1)), args.out, title="VQ-VAE samples (code prior)")
     print(json.dumps({
         "preset": "vqvae", **options, "epochs": args.epochs, "train_seconds": round(train_seconds, 1),
         "codes_per_image": int(model.codes(x_test[:1]).shape[-1]),
