@@ -8,6 +8,7 @@ Prints one JSON object.
 import argparse
 import json
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -32,9 +33,10 @@ def main():
     history = model.fit(x, epochs=args.epochs, batch_size=128, verbose=0).history
     train_seconds = time.perf_counter() - start
     model.fit_code_prior(x)
+    model.save(Path(args.out).with_suffix(".keras"))
     mse = float(np.mean((model.reconstruct(x_test) - x_test) ** 2))
     codes = np.ravel(model.codes(x_test))
-    usage = np.bincount(codes, minlength=model.num_embeddings) / len(codes)
+    usage = np.bincount(codes, minlength=model.quantizer.num_embeddings) / len(codes)
     test_perplexity = float(np.exp(-np.sum(usage[usage > 0] * np.log(usage[usage > 0]))))
     plots.image_grid(model.sample(64, seed=(0, 1)), args.out, title="VQ-VAE samples (code prior)")
     print(json.dumps({
