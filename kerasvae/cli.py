@@ -1,6 +1,7 @@
 """The `kerasvae` command. Thin: it parses arguments and calls the library."""
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -10,19 +11,30 @@ DEMO_EPOCHS = {"fashion_mnist": 3, "digits": 60}
 
 
 def _train(args):
+    import tensorflow as tf
+
     from kerasvae import training
 
-    _, history = training.train_run(
-        args.out,
-        model=args.model,
-        dataset=args.dataset,
-        binarize=args.binarize,
-        epochs=args.epochs,
-        latent_dim=args.latent_dim,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-    )
+    try:
+        _, history = training.train_run(
+            args.out,
+            model=args.model,
+            dataset=args.dataset,
+            binarize=args.binarize,
+            epochs=args.epochs,
+            latent_dim=args.latent_dim,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            strategy=args.strategy,
+            precision=args.precision,
+            xla=args.xla,
+        )
+    except tf.errors.UnavailableError as error:  # a peer of the cluster died: not bad input, a crash to resume
+        message = str(error).strip().splitlines()[0]
+        print(f"kerasvae train: a task of the cluster is down ({message}); run the same command on every worker "
+              f"again to resume from {args.out}/backup", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps({key: values[-1] for key, values in history.items()}))
 
 
@@ -31,7 +43,8 @@ def _evaluate(args):
 
     model, config = training.load_run(args.run)
     x, _ = training.test_images(config, args.split, args.limit)
-    report = evaluation.evaluate(model, x, num_samples=args.num_samples, seed=args.seed)
+    with contextlib.redirect_stdout(sys.stderr):  # the progress bar; stdout is the one JSON object
+        report = evaluation.evaluate(model, x, num_samples=args.num_samples, seed=args.seed, verbose=int(args.progress))
     print(json.dumps({"run": str(args.run), "split": args.split, **report}))
 
 
@@ -97,6 +110,7 @@ def _info(args):
     import tensorflow_probability as tfp
 
     import kerasvae
+    from kerasvae import distribute
 
     print(json.dumps({
         "kerasvae": kerasvae.__version__,
@@ -104,15 +118,13 @@ def _info(args):
         "keras": keras.__version__,
         "tensorflow_probability": tfp.__version__,
         "keras_backend": keras.config.backend(),
-        "devices": [d.name for d in tf.config.list_logical_devices()],
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-        "dtype_policy": keras.config.dtype_policy().name,
-        "onednn": tf.sysconfig.get_build_info().get("is_mkl_build", None) or "default",
+        **distribute.describe(),
     }, indent=2))
 
 
 def build_parser():
     from kerasvae import presets
+    from kerasvae.distribute import PRECISIONS, STRATEGIES
 
     parser = argparse.ArgumentParser(prog="kerasvae", description="The autoencoder family for Keras 3 + TFP.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,7 +139,12 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--out", required=True, help="run folder (a crashed run's folder resumes it)")
+    train.add_argument("--strategy", default="default", choices=STRATEGIES,
+                       help="tf.distribute strategy; multi-worker reads TF_CONFIG; --batch-size is the global batch")
+    train.add_argument("--precision", default="float32", choices=PRECISIONS, help="Keras dtype policy")
+    train.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the train step with XLA (default: Keras's choice, on with a GPU)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="print one JSON object of test metrics for a run")
@@ -136,6 +153,7 @@ def build_parser():
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--progress", action="store_true", help="a progress bar on stderr for long evaluations")
     evaluate.set_defaults(handler=_evaluate)
 
     demo = commands.add_parser("demo", help="train, evaluate and draw a VAE end to end in a few minutes")

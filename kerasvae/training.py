@@ -1,9 +1,18 @@
 """Training runs: a preset trained by `fit` on a dataset, with everything a run folder holds
 (model.keras, config.json, history.json, TensorBoard logs, figures). The CLI's `train` and `demo` call
-`train_run`; scripts can too."""
+`train_run`; scripts can too.
 
+Runs survive crashes: every file is written atomically (temp file + rename), and `backup/` holds the
+state after the last finished epoch (`RunBackup`, Keras's BackupAndRestore), so the same call after a
+crash, a SIGKILL or a preemption continues where the run stopped, with each epoch in history.json once.
+They scale out through `tf.distribute` (kerasvae.distribute): the same `fit` on one device, on every
+local GPU, or on every worker of a cluster.
+"""
+
+import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -11,14 +20,19 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasvae import data, plots, presets
+from kerasvae import data, distribute, plots, presets
+
+# Settings that may change when a crashed run is resumed; any other change needs a fresh run folder.
+RESUMABLE_CHANGES = ("epochs", "strategy", "num_replicas", "xla")
+RUN_FILES = ("config.json", "history.json", "model.keras", "reconstructions.png", "samples.png", "latent_map.png")
 
 
 def atomic_write(path, write):
-    """Call write(tmp_path), then rename onto `path`: readers never see a half-written file."""
+    """Call write(tmp_path), then rename onto `path`: readers never see a half-written file. The temporary
+    name keeps all of path's suffixes (".weights.h5", ".keras", ".png"), which savers check."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
     os.close(fd)
     try:
         write(tmp)
@@ -34,17 +48,93 @@ def write_json(path, obj):
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """Writes history.json after every epoch, so a run interrupted late still shows its curves."""
+    """Writes history.json after every epoch, so a run interrupted late still shows its curves.
+
+    A resumed run continues the file: the first epoch that `fit` runs cuts it to that many entries, so an
+    epoch that ran again after a crash (killed after its history entry, before its backup) is recorded
+    once. `history` holds the whole run's curves.
+    """
 
     def __init__(self, path):
         super().__init__()
-        self.path = path
-        self.history = {}
+        self.path = Path(path)
+        self.history = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self._resumed = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._resumed:
+            self.history = {key: values[:epoch] for key, values in self.history.items()}
+            self._resumed = True
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         write_json(self.path, self.history)
+
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore (weights, optimizer state and epoch after every epoch; restored when `fit`
+    starts again), with its files written atomically: a kill during a save leaves the previous backup
+    whole, where Keras's in-place writes would leave a torn file that the next start cannot load.
+
+    In a cluster every worker restores the chief's backup from `restore_dir` (the run folder, on storage
+    that all workers share) and writes its own, identical one to `backup_dir`, a private folder, since
+    saving reads the variables through collectives that every worker must join.
+
+    Args:
+        backup_dir: str or Path. Folder this process writes its backup to.
+        restore_dir: str, Path or None. Folder to restore from. Defaults to backup_dir.
+        delete_checkpoint: bool. Delete backup_dir when `fit` ends. Defaults to False: `train_run` deletes
+            it once model.keras is written, so a kill in between still resumes.
+    """
+
+    def __init__(self, backup_dir, restore_dir=None, delete_checkpoint=False):
+        super().__init__(str(backup_dir), delete_checkpoint=delete_checkpoint)
+        restore_dir = Path(restore_dir or backup_dir)
+        self._write_paths = (Path(self._weights_path), Path(self._training_metadata_path))
+        self._weights_path = str(restore_dir / self._write_paths[0].name)
+        self._training_metadata_path = str(restore_dir / self._write_paths[1].name)
+
+    def _save_model(self):
+        weights, metadata = self._write_paths
+        # Weights first: a kill between the two renames repeats one epoch's training, never skips one.
+        atomic_write(weights, self.model.save_weights)
+        write_json(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
+class TerminateOnNonFinite(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN watching every logged term, not only the loss, and remembering where training diverged
+    and which terms were non-finite, so `message` can say what to change."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.diverged = None  # (epoch, batch, {term: value})
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {name: float(value) for name, value in (logs or {}).items() if not np.isfinite(float(value))}
+        if bad and self.diverged is None:
+            self.diverged = (self.epoch, batch, bad)
+            self.model.stop_training = True
+
+    def message(self, learning_rate=None, precision="float32"):
+        epoch, batch, bad = self.diverged
+        terms = sorted(bad, key=lambda name: (name == "loss", name))  # the loss is the sum: name its parts first
+        lr = f", now {learning_rate:g}" if learning_rate is not None else ""
+        hints = [f"lower the learning rate (--learning-rate{lr})"]
+        if "reconstruction" in bad:
+            hints.append("for a Gaussian or logistic likelihood raise its scale floor (min_scale) or fix its scale, so p(x|z) cannot collapse onto the data")
+        if "kl" in bad:
+            hints.append("raise the posterior's scale floor (min_scale) or warm the KL up (kl_warmup_steps)")
+        if "vq_loss" in bad:
+            hints.append("use EMA codebook updates (ema_decay=0.99) or a smaller commitment_cost")
+        if precision == "mixed_float16":
+            hints.append("float16 overflows past 65504: try --precision mixed_bfloat16 or float32")
+        values = ", ".join(f"{name} = {bad[name]}" for name in terms)
+        return f"training diverged in epoch {epoch + 1}, batch {batch + 1}: {values}. To fix it, " + "; ".join(hints) + "."
 
 
 def train_run(
@@ -59,24 +149,42 @@ def train_run(
     seed=0,
     verbose="auto",
     figures=True,
+    strategy="default",
+    precision="float32",
+    xla=None,
 ):
-    """Train a preset on a dataset and fill the run folder `out`. Returns (model, history dict).
+    """Train a preset on a dataset and fill the run folder `out`. Returns (model, history dict of every
+    epoch, those of a resumed run's earlier start included).
 
     The validation data are the test split (statically binarized with `seed` when binarizing): they are
-    only monitored, never used to select anything.
+    only monitored, never used to select anything. A folder holding a crashed run's backup resumes it
+    (with the same settings; `epochs` may grow). A run whose loss terms go non-finite stops and raises a
+    ValueError saying which terms and what to change.
+
+    Args:
+        strategy: str or tf.distribute.Strategy. "default", "mirrored" or "multi-worker" (see
+            kerasvae.distribute); `batch_size` is the global batch, split over the replicas. In a cluster
+            every worker makes the same call; the chief writes `out`, the others a temporary folder.
+        precision: str. "float32", "mixed_float16" or "mixed_bfloat16" (kerasvae.distribute.precision).
+        xla: bool or None. Compile the train step with XLA; None lets Keras choose (on with a GPU).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # First: the multi-worker strategy sets up TensorFlow's runtime for the cluster before any op runs.
+    strat = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
+    chief = distribute.is_chief(strat)
     keras.utils.set_random_seed(seed)
     x_train, _ = data.load_arrays(dataset, "train")
     x_test, y_test = data.load_arrays(dataset, "test")
+    # Every worker shuffles with the same seed and keeps its own share of the batches (sharding by data).
     train_ds = data.pipeline(x_train, binarize=binarize, batch_size=batch_size, shuffle=True, seed=seed)
     val_ds = data.pipeline(x_test, binarize=binarize and "static", batch_size=batch_size, shuffle=False, seed=seed)
+    train_ds, val_ds = (distribute.shard(ds, strategy=strat) for ds in (train_ds, val_ds))
     options = {"input_shape": x_train.shape[1:], "seed": seed}
     if latent_dim:
         options["latent_dim"] = int(latent_dim)
-    vae = presets.get(model)(**options)
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    with distribute.precision(precision), strat.scope():
+        vae = presets.get(model)(**options)
+        vae.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile="auto" if xla is None else bool(xla))
     config = {
         "model": model,
         "dataset": str(dataset),
@@ -88,34 +196,81 @@ def train_run(
         "seed": seed,
         "input_shape": list(vae.data_shape),
         "model_class": type(vae).__name__,
+        "strategy": strategy if isinstance(strategy, str) else type(strat).__name__,
+        "num_replicas": strat.num_replicas_in_sync,
+        "precision": precision,
+        "xla": bool(vae.jit_compile),
     }
-    write_json(out / "config.json", config)
-    callbacks = [
-        HistoryWriter(out / "history.json"),
-        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if verbose == "auto":  # a progress bar for a person, one line per epoch for logs
-        verbose = 1 if sys.stdout.isatty() else 2
-    history = vae.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=callbacks, verbose=verbose)
-    if hasattr(vae, "fit_code_prior"):  # a VQ-VAE generates from a code prior fitted to its training codes
-        vae.fit_code_prior(data.binarize_static(x_train, seed) if binarize else x_train)
-    atomic_write(out / "model.keras", vae.save)
-    if figures:
-        x_shown = data.binarize_static(x_test, seed) if binarize else x_test
-        write_figures(vae, x_shown[:2000], None if y_test is None else y_test[:2000], out)
+    _check_resumable(out, config)
+    with _writable_folder(out, chief, distribute.task_name(strat)) as folder:
+        write_json(folder / "config.json", config)
+        history = HistoryWriter(folder / "history.json")
+        guard = TerminateOnNonFinite()
+        callbacks = [  # the history entry before the backup: a kill between them repeats the epoch, recorded once
+            history,
+            keras.callbacks.TensorBoard(log_dir=str(folder / "logs")),
+            guard,
+            RunBackup(folder / "backup", restore_dir=out / "backup"),
+        ]
+        if verbose == "auto":  # a progress bar for a person, one line per epoch for logs
+            verbose = 1 if sys.stdout.isatty() else 2
+        vae.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+        if guard.diverged:
+            shutil.rmtree(folder / "backup", ignore_errors=True)  # the run is over: a rerun starts afresh
+            raise ValueError(guard.message(learning_rate, precision))
+        if hasattr(vae, "fit_code_prior"):  # a VQ-VAE generates from a code prior fitted to its training codes
+            vae.fit_code_prior(data.binarize_static(x_train, seed) if binarize else x_train)
+        atomic_write(folder / "model.keras", vae.save)
+        if figures and chief:
+            x_shown = data.binarize_static(x_test, seed) if binarize else x_test
+            write_figures(vae, x_shown[:2000], None if y_test is None else y_test[:2000], folder)
+        shutil.rmtree(folder / "backup", ignore_errors=True)  # only now: a kill before model.keras still resumes
     return vae, history.history
 
 
+@contextlib.contextmanager
+def _writable_folder(out, chief, task):
+    """The folder this process writes: `out` for the chief; for another worker a temporary folder of its own
+    inside it (as Keras 2's `workertemp_<id>`), emptied first (a killed worker's leftovers go with its next
+    start) and removed at the end. Stale temporary files of atomic writes that a kill interrupted go too."""
+    folder = out if chief else out / f".{task}-tmp"
+    if not chief:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        for stale in folder.glob(f".{name}.*"):
+            stale.unlink()
+    try:
+        yield folder
+    finally:
+        if not chief:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_resumable(out, config):
+    """A backup in `out` resumes only the run that wrote it: a ValueError names the settings that differ."""
+    previous = out / "config.json"
+    if not (out / "backup").is_dir() or not previous.is_file():
+        return
+    old, new = json.loads(previous.read_text()), json.loads(json.dumps(config))
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if changed:
+        differences = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{out} holds an interrupted run with other settings ({differences}); resume it with the same settings, "
+            f"or delete {out / 'backup'} to start afresh."
+        )
+
+
 def write_figures(model, x, labels, out):
-    """reconstructions.png, samples.png and latent_map.png in `out`; returns their paths."""
+    """reconstructions.png, samples.png and latent_map.png in `out`, each written atomically; returns their paths."""
     out = Path(out)
     paths = [
-        plots.save_reconstructions(model, x, out / "reconstructions.png"),
-        plots.save_samples(model, out / "samples.png"),
+        atomic_write(out / "reconstructions.png", lambda tmp: plots.save_reconstructions(model, x, tmp)),
+        atomic_write(out / "samples.png", lambda tmp: plots.save_samples(model, tmp)),
     ]
     if len(x) > 1:
-        paths.append(plots.save_latent_map(model, x, labels, out / "latent_map.png"))
+        paths.append(atomic_write(out / "latent_map.png", lambda tmp: plots.save_latent_map(model, x, labels, tmp)))
     return paths
 
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from kerasvae import likelihoods, posteriors, priors
 from kerasvae._tfp import tfd
-from kerasvae.models.base import LatentVariableModel, serialize
+from kerasvae.models.base import LatentVariableModel, all_replicas, serialize
 
 
 @keras.saving.register_keras_serializable(package="kerasvae")
@@ -65,8 +65,8 @@ class Autoencoder(LatentVariableModel):
     def loss_terms(self, x, training=False, labels=None):
         inputs = self.corruption(x, training=training) if self.corruption is not None else x
         z = self.posterior_params(inputs, training=training, labels=labels)["loc"]
-        if training:
-            self.prior_layer.update(tf.stop_gradient(z))
+        if training:  # the moments of the global batch under a tf.distribute strategy (see all_replicas)
+            self.prior_layer.update(all_replicas(tf.stop_gradient(z)))
         params = self.likelihood_params(z, training=training, labels=labels)
         reconstruction = -tf.reduce_mean(self.likelihood.log_prob(params, x))
         terms = {"loss": reconstruction, "reconstruction": reconstruction}

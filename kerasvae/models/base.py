@@ -19,6 +19,29 @@ def serialize(obj):
     return None if obj is None else keras.saving.serialize_keras_object(obj)
 
 
+def batch_share(x):
+    """n_r / sum_r n_r: this replica's share of the global batch in a tf.distribute strategy (1 without one)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 1.0
+    size = tf.cast(tf.shape(x)[0], tf.float32)
+    return tf.math.divide_no_nan(size, context.all_reduce("SUM", size))
+
+
+def all_replicas(t):
+    """t [batch, ...] concatenated over the replicas of a tf.distribute strategy, i.e. over the global batch
+    (t itself without one). Statistics that update state (EMA codebooks, moving moments) take it, so every
+    replica applies the same update and mirrored variables stay one value."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return t
+    return context.all_gather(t, axis=0)
+
+
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
 class LatentVariableModel(keras.Model):
     """Base class: encoder torso + posterior head, prior, decoder torso + likelihood head.
 
@@ -37,6 +60,11 @@ class LatentVariableModel(keras.Model):
         metric_names: tuple of str. Names of the terms `loss_terms` returns.
         seed: int or None. Seeds training noise (reparameterization, corruption). Defaults to None.
         eval_batch_size: int. Batch size of the API methods on large inputs. Defaults to 1024.
+        anomaly_threshold: float or None. Scores above it are anomalies; set by
+            `kerasvae.apps.AnomalyDetector.fit`, saved with the model and served by the exported `score`
+            signature as `is_anomaly`. Defaults to None (not calibrated).
+        anomaly_method: str or None. The `anomaly_score` method the threshold was calibrated with.
+        anomaly_num_samples: int. The `num_samples` it was calibrated with. Defaults to 1.
     """
 
     def __init__(
@@ -51,9 +79,15 @@ class LatentVariableModel(keras.Model):
         metric_names=("loss", "reconstruction"),
         seed=None,
         eval_batch_size=1024,
+        anomaly_threshold=None,
+        anomaly_method=None,
+        anomaly_num_samples=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.anomaly_threshold = None if anomaly_threshold is None else float(anomaly_threshold)
+        self.anomaly_method = anomaly_method
+        self.anomaly_num_samples = int(anomaly_num_samples)
         self.latent_dim = int(latent_dim)
         self.data_shape = tuple(int(d) for d in input_shape)
         self.seed = seed
@@ -156,9 +190,10 @@ class LatentVariableModel(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.loss_terms(x, training=True, labels=self._fit_labels(y))
             loss = terms["loss"] + tf.add_n(self.losses) if self.losses else terms["loss"]
-            # Optimizers sum gradients over replicas; a per-replica mean loss must be divided to match.
-            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(replica_loss)
+            # Optimizers sum gradients over replicas. Weighting each replica's mean loss by its share of the
+            # global batch makes the sum the gradient of the global batch's mean loss, as on one device, also
+            # when the last batch splits unevenly (a replica left without examples adds nothing).
+            scaled_loss = self.optimizer.scale_loss(loss * batch_share(x))
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._track(terms, x)
@@ -177,8 +212,58 @@ class LatentVariableModel(keras.Model):
     def _track(self, terms, x):
         batch_size = tf.cast(tf.shape(x)[0], tf.float32)
         for name, value in terms.items():
-            self.trackers[name].update_state(value, sample_weight=batch_size)
+            # A replica without examples (the end of a sharded epoch) has NaN means; weight 0 must add 0.
+            self.trackers[name].update_state(tf.where(batch_size > 0, value, 0.0), sample_weight=batch_size)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # === Multi-worker training: keras-team/keras#20585 ===
+    # Keras 3.15's TensorFlow trainer fails under MultiWorkerMirroredStrategy in two places:
+    # `_maybe_symbolic_build` draws one batch to build from and reduces it with `strategy.reduce("MEAN",
+    # batch)`, a nest that the collective strategy's `reduce` cannot take (MirroredStrategy maps over it,
+    # so only the multi-worker case fails), and the train/test functions reduce each step's scalar logs
+    # with `strategy.reduce("MEAN", v, axis=0)`, which has no axis 0 to reduce. The overrides below build
+    # without a batch and average the logs over replicas with `axis=None`.
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Every weight exists from the constructor and the losses and metrics are the model's own, so only
+        # the optimizer is left to build, in the strategy's scope. Drawing no batch also leaves the
+        # pipeline's reshuffled orders to the training epochs, as without a strategy.
+        if self._distribute_strategy is not None and self.optimizer is not None and not self.optimizer.built:
+            with self._distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def make_train_function(self, force=False):
+        if not _multi_worker(self.distribute_strategy):
+            return super().make_train_function(force)
+        if self.train_function is None or force:
+            self.train_function = self._multi_worker_function(self.train_step)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if not _multi_worker(self.distribute_strategy):
+            return super().make_test_function(force)
+        if self.test_function is None or force:
+            self.test_function = self._multi_worker_function(self.test_step)
+        return self.test_function
+
+    def _multi_worker_function(self, step):
+        strategy = self.distribute_strategy
+
+        def one_step(iterator):
+            # get_next on a distributed iterator is synchronous across workers: a worker whose shard ran
+            # out gets empty batches until every worker has, then all raise OutOfRangeError together.
+            logs = strategy.run(step, args=(iterator.get_next(),))
+            return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), logs)
+
+        if not self.run_eagerly:
+            one_step = tf.function(one_step, reduce_retracing=True, jit_compile=self.jit_compile)
+
+        def function(iterator):
+            for _ in range(self.steps_per_execution):
+                logs = one_step(iterator)
+            return logs
+
+        return function
 
     # === The probabilistic API (numpy in, numpy out, batched) ===
 
@@ -200,7 +285,7 @@ class LatentVariableModel(keras.Model):
         """
         seed = stateless_seed(self.seed_generator if seed is None else seed)
         z_seed, x_seed = tfp.random.split_seed(seed, n=2)
-        labels = self._check_labels(labels, int(n))
+        labels = self._check_labels(labels, n)
         return self._sample(int(n), z_seed, x_seed, bool(mean), float(temperature), labels).numpy()
 
     def _sample(self, n, z_seed, x_seed, mean, temperature, labels=None):
@@ -230,6 +315,8 @@ class LatentVariableModel(keras.Model):
             chunk_size: int or None. Samples drawn at once; defaults to what keeps about 2^16 decoded
                 examples in memory.
         """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
         x = self._check_inputs(x)
         labels = self._check_labels(labels, len(x))
         batch = min(self.eval_batch_size, 256)
@@ -298,25 +385,37 @@ class LatentVariableModel(keras.Model):
             np.asarray(fn(tf.constant(x[i : i + batch_size]), *(() if labels is None else (tf.constant(labels[i : i + batch_size]),))))
             for i in range(0, len(x), batch_size)
         ]
-        if not outputs:
-            return np.zeros((0, *np.shape(fn(tf.zeros((1, *x.shape[1:]))))[1:]), np.float32)
+        if not outputs:  # an empty batch: probe one dummy example (and label) for the output's shape
+            probe = fn(tf.zeros((1, *x.shape[1:])), *(() if labels is None else (tf.zeros([1], tf.int32),)))
+            return np.zeros((0, *np.shape(probe)[1:]), np.float32)
         return np.concatenate(outputs)
 
     # === Input checks ===
 
     def _check_inputs(self, x):
-        x = np.asarray(x, dtype=np.float32)
+        """x as a float32 array [batch, *input_shape] of finite values in the likelihood's support; a
+        ValueError naming what was expected and what came otherwise."""
+        expected = f"[batch, {', '.join(map(str, self.data_shape))}]"
+        try:
+            x = np.asarray(x)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"Expected inputs of shape {expected}, got a ragged value ({error}).") from None
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"Expected real-valued inputs (float32, or any int or float dtype), got dtype {x.dtype}.")
         if x.ndim != len(self.data_shape) + 1 or x.shape[1:] != self.data_shape:
-            raise ValueError(
-                f"Expected inputs of shape [batch, {', '.join(map(str, self.data_shape))}], got {list(x.shape)}."
-            )
+            raise ValueError(f"Expected inputs of shape {expected}, got {list(x.shape)}.")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below
+            x = x.astype(np.float32, copy=False)
         if not np.all(np.isfinite(x)):
-            raise ValueError("Inputs contain NaN or infinite values.")
+            raise ValueError("Inputs contain NaN or infinite values (as float32); expected finite values.")
+        self.likelihood.validate(x)
         return x
 
     def _check_labels(self, labels, n):
         """None for unconditional models; int32 labels [n] in [0, num_classes) for conditional ones (one int
-        is repeated n times)."""
+        is repeated n times). n, the number of examples, must be an int >= 0."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"Expected a number of examples n >= 0 (an int), got {n!r}.")
         if self.num_classes is None:
             if labels is not None:
                 raise ValueError(f"{type(self).__name__} is not conditional; it takes no labels.")
@@ -333,10 +432,20 @@ class LatentVariableModel(keras.Model):
         return labels.astype(np.int32)
 
     def _check_latents(self, z):
-        z = tf.convert_to_tensor(z, tf.float32)
-        if z.shape.rank is None or z.shape.rank < 1 or z.shape[-1] != self.latent_dim:
-            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got {z.shape.as_list()}.")
-        return z
+        """z as a float32 tensor [..., latent_dim] of finite values; a ValueError otherwise."""
+        try:
+            z = np.asarray(z)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got a ragged value ({error}).") from None
+        if z.dtype.kind not in "biuf":
+            raise ValueError(f"Expected real-valued latents (float32, or any int or float dtype), got dtype {z.dtype}.")
+        if z.ndim < 1 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got {list(z.shape)}.")
+        with np.errstate(over="ignore"):
+            z = z.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(z)):
+            raise ValueError("Latents contain NaN or infinite values (as float32); expected finite values.")
+        return tf.constant(z)
 
     # === Serialization ===
 
@@ -352,6 +461,9 @@ class LatentVariableModel(keras.Model):
             "likelihood": serialize(self.likelihood),
             "seed": self.seed,
             "eval_batch_size": self.eval_batch_size,
+            "anomaly_threshold": self.anomaly_threshold,
+            "anomaly_method": self.anomaly_method,
+            "anomaly_num_samples": self.anomaly_num_samples,
         }
         return config
 

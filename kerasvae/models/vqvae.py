@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae import likelihoods, quantizers
-from kerasvae.models.base import LatentVariableModel
+from kerasvae.models.base import LatentVariableModel, all_replicas
 
 
 @keras.saving.register_keras_serializable(package="kerasvae")
@@ -78,8 +78,10 @@ class VQVAE(LatentVariableModel):
         likelihood="bernoulli",
         **kwargs,
     ):
+        # Distances and EMA statistics stay float32 under a mixed-precision policy: half-precision squared
+        # distances tie codes, and the EMA sums lose the small updates.
         quantizer = quantizers.VectorQuantizer(
-            num_embeddings, embedding_dim, commitment_cost, ema_decay, restart_after=restart_after, seed=kwargs.get("seed")
+            num_embeddings, embedding_dim, commitment_cost, ema_decay, restart_after=restart_after, seed=kwargs.get("seed"), dtype="float32"
         )
         posterior = quantizers.QuantizedPosterior(quantizer, num_latents)
         features_shape = tuple(encoder(tf.zeros((1, *input_shape))).shape)
@@ -133,13 +135,16 @@ class VQVAE(LatentVariableModel):
         z_e = tf.reshape(params["z_e"], [-1, self.num_latents, self.quantizer.embedding_dim])
         reconstruction = -tf.reduce_mean(self.likelihood.log_prob(self.likelihood_params(params["loc"], training=training), x))
         vq_loss = self.quantizer.loss_terms(z_e, params["codes"])["vq_loss"]
+        # Under a tf.distribute strategy, code usage and the codebook update come from the global batch:
+        # every replica applies the same update, so the mirrored codebook stays one codebook.
+        codes = all_replicas(params["codes"])
         if training:
-            self.quantizer.update(z_e, params["codes"])
+            self.quantizer.update(all_replicas(tf.stop_gradient(z_e)), codes)
         return {
             "loss": reconstruction + vq_loss,
             "reconstruction": reconstruction,
             "vq_loss": vq_loss,
-            "perplexity": self.quantizer.perplexity(params["codes"]),
+            "perplexity": self.quantizer.perplexity(codes),
         }
 
     # === Codes and their prior ===

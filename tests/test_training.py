@@ -1,0 +1,108 @@
+"""kerasvae.training: run folders survive crashes. Atomic writes, a history that continues after a resume,
+`kerasvae train` killed by SIGKILL and run again finishing with every epoch once, a refused resume with other
+settings, and a diverging run stopped with a message that names the non-finite term."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from kerasvae import cli, training
+
+
+def test_atomic_write_replaces_whole_files_or_leaves_the_old_one(tmp_path):
+    path = tmp_path / "latest.weights.h5"
+    path.write_text("old")
+    seen = []
+
+    def torn_write(tmp):
+        seen.append(tmp)
+        Path(tmp).write_text("half a fi")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        training.atomic_write(path, torn_write)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["latest.weights.h5"]
+    assert seen[0].endswith(".weights.h5")  # savers that check the suffix (Keras's save_weights) accept it
+    training.write_json(path.with_name("history.json"), {"loss": [1.5]})
+    assert json.loads(path.with_name("history.json").read_text()) == {"loss": [1.5]}
+
+
+def test_history_writer_continues_a_resumed_run(tmp_path):
+    # A run killed after epoch 3's history entry but before its backup resumes at epoch index 2: epoch 3 runs
+    # again and must replace its first entry, not follow it.
+    path = tmp_path / "history.json"
+    training.write_json(path, {"loss": [3.0, 2.0, 1.5]})
+    writer = training.HistoryWriter(path)
+    for epoch, loss in [(2, 1.4), (3, 1.2)]:
+        writer.on_epoch_begin(epoch)
+        writer.on_epoch_end(epoch, {"loss": loss})
+    assert json.loads(path.read_text()) == writer.history == {"loss": [3.0, 2.0, 1.4, 1.2]}
+
+
+def test_sigkill_then_the_same_command_finishes_with_every_epoch_once(tmp_path, capsys):
+    out, epochs = tmp_path / "run", 3
+    command = ["train", "--dataset", "digits", "--latent-dim", "4", "--batch-size", "64", "--epochs", str(epochs), "--out", str(out)]
+    metadata = out / "backup" / "training_metadata.json"
+    process = subprocess.Popen([sys.executable, "-m", "kerasvae.cli", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    try:
+        while not (metadata.is_file() and json.loads(metadata.read_text())["epoch"] >= 1):
+            assert time.monotonic() < deadline and process.poll() is None, "no backup of epoch 1"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    resume_at = json.loads(metadata.read_text())["epoch"]
+    before = json.loads((out / "history.json").read_text())
+    assert resume_at <= len(before["loss"]) < epochs and not (out / "model.keras").exists()
+
+    assert cli.main(command) == 0  # the same command, now in this process
+    started = [int(n) for n in re.findall(rf"Epoch (\d+)/{epochs}", capsys.readouterr().out)]
+    assert started == list(range(resume_at + 1, epochs + 1))  # resumed from the backup, not from scratch
+    history = json.loads((out / "history.json").read_text())
+    assert all(len(values) == epochs for values in history.values())  # each epoch exactly once
+    assert history["loss"][:resume_at] == before["loss"][:resume_at]  # the killed run's epochs are kept
+    assert history["loss"][-1] < history["loss"][0]
+    assert not (out / "backup").exists() and not list(out.glob(".*"))  # no backup, no temporary files left
+    model = keras.saving.load_model(out / "model.keras")
+    x, _ = training.test_images(json.loads((out / "config.json").read_text()))
+    assert -float(np.mean(model.elbo(x, seed=0))) == pytest.approx(history["val_loss"][-1], rel=0.05)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    config = {"model": "vae", "dataset": "digits", "binarize": None, "epochs": 3, "latent_dim": 4, "batch_size": 128,
+              "learning_rate": 0.001, "seed": 0, "input_shape": [8, 8, 1], "model_class": "VAE", "precision": "float32"}
+    training.write_json(out / "config.json", {**config, "learning_rate": 0.01})
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate 0.01 -> 0.001\).*delete .*backup"):
+        training.train_run(out, epochs=5, latent_dim=4, batch_size=128, figures=False)
+
+
+def test_divergence_stops_with_the_term_and_the_fix(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"diverged in epoch 1, batch \d+: .*(kl|reconstruction) = (nan|inf).*--learning-rate, now 1e\+08"):
+        training.train_run(out, epochs=2, latent_dim=4, batch_size=256, learning_rate=1e8, figures=False, verbose=0)
+    history = json.loads((out / "history.json").read_text())
+    assert not np.isfinite(history["loss"][-1])  # the diverged epoch is on record
+    assert not (out / "model.keras").exists() and not (out / "backup").exists()  # nothing to resume into NaNs
+
+
+def test_info_reports_devices_versions_and_acceleration(capsys):
+    assert cli.main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"tensorflow", "keras", "tensorflow_probability", "gpus", "xla_auto_jit", "onednn"} <= set(info)
+    assert any("CPU" in device for device in info["devices"]) and info["dtype_policy"] == "float32"
+    flags = Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
+    assert info["cpu_bfloat16"] == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    if not info["gpus"]:  # bfloat16 where the CPU multiplies it natively (AVX512_BF16, AMX), else float32
+        assert info["suggested_precision"] == ("mixed_bfloat16" if info["cpu_bfloat16"] else "float32")
