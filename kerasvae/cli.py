@@ -100,7 +100,7 @@ def _serve(args):
     serve(
         args.saved_models, port=args.port, rest_port=args.rest_port, host=args.host, model_config=args.model_config,
         poll_seconds=args.poll_seconds, max_batch_size=args.max_batch_size, max_request_bytes=args.max_request_bytes,
-        max_concurrent_requests=args.max_concurrent_requests,
+        max_concurrent_requests=args.max_concurrent_requests, request_timeout=args.request_timeout,
     )
 
 
@@ -195,6 +195,7 @@ def build_parser():
     serve.add_argument("--max-batch-size", type=int, default=4096)
     serve.add_argument("--max-request-bytes", type=int, default=64 << 20)
     serve.add_argument("--max-concurrent-requests", type=int, default=64)
+    serve.add_argument("--request-timeout", type=float, default=30.0, help="seconds a request may take (DEADLINE_EXCEEDED)")
     serve.set_defaults(handler=_serve)
 
     info = commands.add_parser("info", help="versions, devices and active acceleration")
@@ -217,6 +218,9 @@ def main(argv=None):
         args.handler(args)
     except ValueError as error:
         print(f"kerasvae {args.command}: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path the user named cannot be read or written (missing, read-only, full disk)
+        print(f"kerasvae {args.command}: {error.strerror or error}{f': {error.filename}' if error.filename else ''}", file=sys.stderr)
         return 2
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasvae import data, distribute, plots, presets
+from kerasvae import data, distribute, plots, presets, saving
 
 # Settings that may change when a crashed run is resumed; any other change needs a fresh run folder.
 RESUMABLE_CHANGES = ("epochs", "strategy", "num_replicas", "xla")
@@ -280,8 +280,11 @@ def load_run(run):
     missing = [name for name in ("model.keras", "config.json") if not (run / name).is_file()]
     if missing:
         raise ValueError(f"{run} is not a kerasvae run folder: missing {', '.join(missing)}.")
-    config = json.loads((run / "config.json").read_text())
-    return keras.saving.load_model(run / "model.keras"), config
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{run / 'config.json'} is not valid JSON ({error.msg} at line {error.lineno}).") from None
+    return saving.load_model(run / "model.keras"), config
 
 
 def test_images(config, split="test", limit=None):

@@ -204,8 +204,6 @@ def test_damaged_keras_files_give_one_clear_value_error(tmp_path):
         assert name in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, reason="training.load_run calls keras.saving.load_model directly; routing it "
-                   "through kerasvae.saving.load_model makes damaged weights exit 2 (see the issue note)")
 def test_evaluate_on_a_run_with_damaged_weights_is_one_line_and_exit_2(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
