@@ -12,8 +12,10 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from kerasvae import apps  # noqa: E402
 from kerasvae import corruptions  # noqa: E402
 from kerasvae import data  # noqa: E402
+from kerasvae import distribute  # noqa: E402
 from kerasvae import likelihoods  # noqa: E402
 from kerasvae import networks  # noqa: E402
 from kerasvae import objectives  # noqa: E402
@@ -34,8 +36,10 @@ __all__ = [
     "LatentVariableModel",
     "VAE",
     "VQVAE",
+    "apps",
     "corruptions",
     "data",
+    "distribute",
     "likelihoods",
     "networks",
     "objectives",

@@ -12,7 +12,9 @@ Signatures (inputs -> outputs, float32 unless said):
     sample       num_samples int32 [], seed int32 [2] -> x [num_samples, *input_shape] (stateless: same seed,
                  same samples on every load and every server)
     score        x                               -> elbo, reconstruction_error, anomaly_score [None]
-                 (the ELBO's posterior sample uses the fixed stateless seed SCORE_SEED: deterministic)
+                 (the ELBO's posterior sample uses the fixed stateless seed SCORE_SEED: deterministic);
+                 a model calibrated by kerasvae.apps.AnomalyDetector adds is_anomaly bool [None]
+                 (anomaly_score > its threshold, anomaly_score then being the calibrated method's score)
     Conditional models (ConditionalVAE) add an input `label` int32 [None] to encode, decode, reconstruct,
     serving_default, score and sample (there one label for all samples, or one per sample).
     decode_codes codes int32 [None, num_latents] -> as decode (VQ-VAE, DiscreteVAE: models with codes_to_latents)
@@ -29,6 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from kerasvae.apps.anomaly import served_anomaly_score
 
 SCORE_SEED = (0, 0)
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -63,7 +67,12 @@ def signature_functions(model):
         return {"x": model._sample(num_samples, z_seed, x_seed, mean=True, temperature=1.0, labels=labels)}
 
     def score(x, label=None):
-        return model.score_batch(x, tf.constant(SCORE_SEED, tf.int32), labels=label)
+        seed = tf.constant(SCORE_SEED, tf.int32)
+        scores = model.score_batch(x, seed, labels=label)
+        if getattr(model, "anomaly_threshold", None) is not None:
+            scores["anomaly_score"] = served_anomaly_score(model, x, seed, scores, labels=label)
+            scores["is_anomaly"] = scores["anomaly_score"] > model.anomaly_threshold
+        return scores
 
     sample_specs = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([2], tf.int32, name="seed")]
     label = [tf.TensorSpec([None], tf.int32, name="label")] if model.num_classes is not None else []
@@ -177,6 +186,8 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
             "likelihood": type(model.likelihood).__name__,
             "signatures": list(signature_functions(model)),
             "score_seed": list(SCORE_SEED),
+            "anomaly_threshold": getattr(model, "anomaly_threshold", None),
+            "anomaly_method": getattr(model, "anomaly_method", None),
             **(metadata or {}),
         }
         (saved / "assets.extra" / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")

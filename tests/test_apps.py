@@ -1,0 +1,340 @@
+"""The applications on real data, each against its classical baseline computed in the same test: one-class
+anomaly detection on Fashion-MNIST against PCA reconstruction error (and the threshold through .keras and
+the SavedModel), denoising against PCA projection, compression against PCA transform coding, linear and
+semi-supervised probes against PCA features, sparse coding against a pixel dictionary, imputation against
+mean imputation; the CLI subcommands' files and exit statuses."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import DIGITS_SHAPE
+from scipy.special import ndtr
+
+import kerasvae as kv
+from kerasvae import cli, objectives
+from kerasvae.apps import compression, entropy_coding, imputation, inference
+from kerasvae.export import savedmodel
+
+FASHION_SHAPE = (28, 28, 1)
+NORMAL_CLASS = 5  # sandals: the one-class Fashion-MNIST task, normal = one class, anomalies = the other nine
+needs_fashion = pytest.mark.skipif(not kv.data.fashion_mnist_available(), reason="needs dataset-fashion-mnist")
+
+
+def train(model, x, epochs, learning_rate):
+    keras.utils.set_random_seed(0)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.fit(x, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+def gaussian_vae(input_shape, latent_dim, hidden):
+    # A fixed-scale Gaussian likelihood: -log p(x|z) is a scaled squared error, the measure PSNR and PCA use.
+    return kv.presets.mlp_vae(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, seed=0, likelihood=kv.likelihoods.Gaussian(0.1))
+
+
+@pytest.fixture(scope="module")
+def digits_vae(digits):
+    return train(gaussian_vae(DIGITS_SHAPE, 8, (128, 64)), digits[0], epochs=50, learning_rate=3e-3)
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if not kv.data.fashion_mnist_available():
+        pytest.skip("needs dataset-fashion-mnist")
+    x_train, y_train = kv.data.load_arrays("fashion_mnist", "train")
+    x_test, y_test = kv.data.load_arrays("fashion_mnist", "test[:2000]")
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def sandals(fashion):
+    """(model, training sandals, held-out sandals): a VAE trained on 2000 sandals only."""
+    normal = fashion[0][fashion[1] == NORMAL_CLASS]
+    return train(gaussian_vae(FASHION_SHAPE, 8, (256, 64)), normal[:2000], epochs=15, learning_rate=2e-3), normal[:2000], normal[2000:3000]
+
+
+@pytest.fixture(scope="module")
+def fashion_vae(fashion):
+    return train(gaussian_vae(FASHION_SHAPE, 16, (256, 64)), fashion[0][:3000], epochs=15, learning_rate=2e-3)
+
+
+# === Anomaly detection ===
+
+
+@needs_fashion
+def test_anomaly_detection_beats_pca_on_one_class_fashion_mnist(sandals, fashion):
+    model, normal_train, normal_held_out = sandals
+    x, is_anomaly = fashion[2], fashion[3] != NORMAL_CLASS
+    detector = kv.apps.AnomalyDetector(model, method="elbo").fit(normal_held_out, false_positive_rate=0.05)
+    report = detector.evaluate(x, is_anomaly)
+    pca = kv.apps.detection_metrics(kv.apps.PCABaseline(model.latent_dim).fit(normal_train).reconstruction_error(x), is_anomaly)
+    print(f"\nAUROC {report['auroc']:.4f} (PCA-{model.latent_dim} {pca['auroc']:.4f}), AUPRC {report['auprc']:.4f} "
+          f"(PCA {pca['auprc']:.4f}), FPR {report['false_positive_rate']:.3f}, recall {report['recall']:.3f}")
+    assert report["auroc"] >= pca["auroc"] and report["auroc"] > 0.85
+    # The threshold is the 95% quantile of held-out normal scores: about 5% of unseen normal data is flagged.
+    assert model.anomaly_method == "elbo" and 0.01 <= report["false_positive_rate"] <= 0.12
+    flagged = detector.predict(x)  # a fresh draw of the 1-sample ELBO, so a few flags near the threshold move
+    assert abs(np.mean(flagged[is_anomaly]) - report["recall"]) < 0.03
+
+
+def test_detection_metrics_by_hand():
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    is_anomaly = np.array([0, 0, 1, 1, 0, 1], bool)
+    metrics = kv.apps.detection_metrics(scores, is_anomaly, threshold=0.3)
+    # 9 normal/anomalous pairs; the anomaly 0.35 ranks below the normal 0.4 once: AUROC = 8/9.
+    assert metrics["auroc"] == pytest.approx(8 / 9)
+    # Ranked 0.9+, 0.8+, 0.4-, 0.35+: precision at each positive 1, 1, 3/4; AP = (1 + 1 + 0.75) / 3.
+    assert metrics["auprc"] == pytest.approx(2.75 / 3)
+    # score > 0.3 flags 0.4, 0.35, 0.8, 0.9: 3 of them anomalies, 1 of 3 normals.
+    assert (metrics["precision"], metrics["recall"], metrics["false_positive_rate"]) == pytest.approx((0.75, 1.0, 1 / 3))
+    with pytest.raises(ValueError, match="both normal and anomalous"):
+        kv.apps.detection_metrics(scores, np.zeros(6, bool))
+
+
+@needs_fashion
+def test_threshold_travels_through_keras_save_and_the_savedmodel(sandals, fashion, tmp_path):
+    model, _, normal_held_out = sandals
+    x = fashion[2][:300]
+    detector = kv.apps.AnomalyDetector(model, method="reconstruction").fit(normal_held_out, quantile=0.9)
+    assert np.mean(detector.score(normal_held_out) > detector.threshold) == pytest.approx(0.1, abs=0.002)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    again = kv.apps.AnomalyDetector(reloaded)  # method and threshold come from the saved model
+    assert (again.method, again.threshold) == ("reconstruction", detector.threshold)
+    np.testing.assert_array_equal(again.predict(x), detector.predict(x))
+
+    path = savedmodel.export_savedmodel(model, tmp_path / "saved_models" / "sandals")
+    served = tf.saved_model.load(str(path)).signatures["score"](x=tf.constant(x))
+    np.testing.assert_allclose(served["anomaly_score"], detector.score(x), rtol=1e-4, atol=1e-2)
+    assert served["is_anomaly"].dtype == tf.bool
+    np.testing.assert_array_equal(served["is_anomaly"], served["anomaly_score"].numpy() > detector.threshold)
+    assert np.mean(served["is_anomaly"].numpy() == detector.predict(x)) >= 0.99  # float rounding at the threshold
+    metadata = json.loads((path / "assets.extra" / savedmodel.METADATA_FILE).read_text())
+    assert metadata["anomaly_threshold"] == pytest.approx(detector.threshold) and metadata["anomaly_method"] == "reconstruction"
+
+
+# === Denoising ===
+
+
+@needs_fashion
+def test_denoising_gains_6_db_at_sigma_0_3_and_beats_pca(fashion_vae, fashion):
+    x_train, _, x_test, _ = fashion
+    report, images = kv.apps.evaluate_denoising(fashion_vae, x_test[:300], noise_stddev=0.3, x_fit=x_train[:3000])
+    print(f"\nPSNR noisy {report['psnr_noisy']:.2f} dB -> denoised {report['psnr_denoised']:.2f} dB (gain {report['gain_db']:.2f}), "
+          f"encoder alone {report['psnr_amortized']:.2f}, PCA-16 {report['psnr_pca']:.2f} (gain {report['gain_pca_db']:.2f})")
+    # Unclipped white noise of stddev 0.3 on [0, 1] images: PSNR = 20 log10(1 / 0.3) = 10.46 dB.
+    assert report["psnr_noisy"] == pytest.approx(20 * np.log10(1 / 0.3), abs=0.05)
+    assert report["gain_db"] >= 6.0
+    assert report["psnr_denoised"] > report["psnr_pca"] and report["psnr_denoised"] > report["psnr_amortized"]
+    assert images["denoised"].min() >= 0 and images["denoised"].max() <= 1
+
+
+# === Compression ===
+
+
+def test_compression_round_trips_a_file_and_beats_pca_transform_coding(digits_vae, digits):
+    x_train, _, x_test, _ = digits
+    delta = 0.5
+    blob = kv.apps.compress(digits_vae, x_test, delta)
+    bins = compression.quantize(digits_vae, x_test, delta)
+    np.testing.assert_array_equal(compression.decompress_latents(digits_vae, blob), bins * np.float32(delta))
+    np.testing.assert_allclose(kv.apps.decompress(digits_vae, blob), np.clip(inference.decoded_mean(digits_vae, bins * delta), 0, 1), atol=1e-6)
+
+    report, _ = kv.apps.evaluate_compression(digits_vae, x_test, delta, x_fit=x_train)
+    print(f"\n{report['bits_per_image']:.1f} bits/image (ideal {report['ideal_bits_per_image']:.1f}), PSNR {report['psnr']:.2f} dB; "
+          f"PCA {report['pca_bits_per_image']:.1f} bits/image, {report['pca_psnr']:.2f} dB; zlib {report['zlib_bits_per_image']:.0f}")
+    # The ideal length by hand: -log2 of the N(0, 1) mass of each bin [(k - 1/2) delta, (k + 1/2) delta).
+    by_hand = -np.log2(ndtr((bins + 0.5) * delta) - ndtr((bins - 0.5) * delta)).sum(axis=1).mean()
+    assert report["ideal_bits_per_image"] == pytest.approx(by_hand, rel=1e-3)
+    # The arithmetic code is within a few bits of the ideal length for the whole file.
+    assert 0 <= report["payload_bits_per_image"] * len(x_test) - report["ideal_bits_per_image"] * len(x_test) < 16
+    assert report["bits_per_image"] * len(x_test) == 8 * len(blob) and report["clamped"] == 0
+    assert report["bits_per_image"] < report["zlib_bits_per_image"] / 10
+    # At the same bin width and dimension, the VAE spends no more bits than PCA and decodes better images.
+    assert report["bits_per_image"] <= 1.1 * report["pca_bits_per_image"] and report["psnr"] > report["pca_psnr"]
+
+
+def test_compressed_files_are_checked(digits_vae, digits, fashion_vae):
+    blob = kv.apps.compress(digits_vae, digits[2][:5], 0.5)
+    with pytest.raises(ValueError, match="magic"):
+        kv.apps.decompress(digits_vae, b"PNG?" + blob[4:])
+    with pytest.raises(ValueError, match="Truncated"):
+        kv.apps.decompress(digits_vae, blob[:-1])
+    with pytest.raises(ValueError, match="latent_dim 16"):
+        kv.apps.decompress(fashion_vae, blob)
+
+
+def test_arithmetic_coder_round_trips_at_the_ideal_length():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        frequencies = rng.integers(1, 500, size=rng.integers(2, 40))
+        cumulative = [0, *np.cumsum(frequencies).tolist()]
+        symbols = rng.choice(len(frequencies), size=300, p=frequencies / frequencies.sum())
+        encoder = entropy_coding.ArithmeticEncoder()
+        for symbol in symbols:
+            encoder.encode(cumulative, int(symbol))
+        data = encoder.finish()
+        decoder = entropy_coding.ArithmeticDecoder(data)
+        assert [decoder.decode(cumulative) for _ in symbols] == symbols.tolist()
+        ideal = -np.log2(frequencies[symbols] / frequencies.sum()).sum()
+        assert ideal <= 8 * len(data) < ideal + 2 + 8
+
+
+# === Navigation and visualization ===
+
+
+def test_interpolation_and_traversal(digits_vae, digits):
+    x = digits[2]
+    linear = kv.apps.interpolate(digits_vae, x[0], x[1], steps=5, method="linear")
+    np.testing.assert_allclose(linear[[0, -1]], digits_vae.reconstruct(x[:2]), atol=1e-5)  # the endpoints are the codes
+    # slerp between orthogonal unit vectors stays on the unit circle; the straight line's midpoint has norm 1/sqrt(2).
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    assert np.linalg.norm(kv.apps.interpolate_latents(a, b, 3, "spherical")[1]) == pytest.approx(1.0)
+    assert np.linalg.norm(kv.apps.interpolate_latents(a, b, 3, "linear")[1]) == pytest.approx(2**-0.5)
+
+    kl = np.mean(np.asarray(objectives.kl_per_dimension(digits_vae.encode(x), digits_vae.prior)), axis=0)
+    assert kv.apps.informative_dimensions(digits_vae, x) == list(np.argsort(-kl))
+    images, dims = kv.apps.traverse(digits_vae, x[0], kv.apps.informative_dimensions(digits_vae, x), values=np.linspace(-2, 2, 5))
+    assert images.shape == (8, 5, *DIGITS_SHAPE) and dims == list(np.argsort(-kl))
+    assert kv.apps.traverse(digits_vae, values=[0.0])[1] == list(range(8))  # from the prior mean, every dimension in order
+    # Row i moves dimension dims[i] only: the centre column (value 0 = prior mean) differs from the code in that dim alone.
+    z = inference.posterior_means(digits_vae, x[:1])[0].copy()
+    z[dims[0]] = 0.0
+    np.testing.assert_allclose(images[0, 2], inference.decoded_mean(digits_vae, z[None])[0], atol=1e-5)
+
+
+def test_latent_maps_and_the_2d_manifold(digits_vae, digits):
+    from sklearn.decomposition import PCA
+
+    x = digits[2]
+    coordinates, axis = kv.apps.embed(digits_vae, x, "pca", dims=3)
+    by_hand = PCA(3, random_state=0).fit_transform(kv.apps.features(digits_vae, x))
+    np.testing.assert_allclose(np.abs(coordinates), np.abs(by_hand), atol=1e-4)  # up to the sign of each component
+    assert axis == "principal component"
+    two_d = train(gaussian_vae(DIGITS_SHAPE, 2, (64, 32)), digits[0], epochs=10, learning_rate=3e-3)
+    images, (z1, z2) = kv.apps.manifold(two_d, n=5)
+    np.testing.assert_allclose(z1, [-1.6449, -0.5978, 0.0, 0.5978, 1.6449], atol=1e-4)  # N(0, 1) quantiles at 5, 27.5, ..., 95%
+    np.testing.assert_allclose(z2, z1[::-1])  # row 0 at the top holds the largest z2
+    np.testing.assert_allclose(images[2, 2], inference.decoded_mean(two_d, np.zeros((1, 2)))[0], atol=1e-6)
+    with pytest.raises(ValueError, match="latent_dim == 2"):
+        kv.apps.manifold(digits_vae)
+
+
+# === Features and semi-supervised learning ===
+
+
+def test_linear_probe_and_label_budgets_beat_pca_of_the_same_dimension(digits_vae, digits):
+    x_train, y_train, x_test, y_test = digits
+    probe = kv.apps.probe_report(digits_vae, x_train, y_train, x_test, y_test)
+    rows = kv.apps.semi_supervised(digits_vae, x_train, y_train, x_test, y_test, budgets=(100, 1000), repeats=1)
+    print(f"\nprobe {probe}\nsemi-supervised {rows}")
+    assert probe["latent"] >= probe["pca"]
+    assert [r["labels"] for r in rows] == [100, 1000] and all(r["latent"] >= r["pca"] for r in rows)
+    subset = kv.apps.labelled_subset(y_train, 100)
+    counts = np.bincount(y_train[subset], minlength=10)
+    assert len(set(subset)) == 100 and counts.max() - counts.min() <= 1  # class-balanced
+
+
+# === Sparse coding ===
+
+
+def test_sparse_latent_codes_against_a_pixel_dictionary(digits_vae, digits):
+    x_train, _, x_test, _ = digits
+    rows, _ = kv.apps.sparsity_curve(digits_vae, x_train[:500], x_test, n_nonzero=(1, 2, 3), n_atoms=32)
+    print("\n" + "\n".join(f"k={r['n_nonzero']}: latent {r['latent_psnr']:.2f} dB, pixels {r['pixel_psnr']:.2f} dB" for r in rows))
+    assert [r["n_nonzero"] for r in rows] == [1, 2, 3]
+    for kind in ("latent", "pixel"):
+        assert rows[0][f"{kind}_mse"] > rows[1][f"{kind}_mse"] > rows[2][f"{kind}_mse"]  # more atoms, smaller error
+    assert all(r["latent_mse"] < r["pixel_mse"] for r in rows[1:])  # from two atoms on, the decoder's nonlinearity wins
+    coder = kv.apps.SparseLatentCoder(digits_vae).fit(x_train[:500])
+    codes = coder.transform(x_test, n_nonzero=2)
+    assert codes.shape == (len(x_test), 32) and np.count_nonzero(codes, axis=1).max() <= 2
+
+
+# === Imputation ===
+
+
+@pytest.mark.parametrize("mask", ["random", "block"])
+def test_imputation_beats_mean_imputation(digits_vae, digits, mask):
+    x_train, _, x_test, _ = digits
+    missing = kv.apps.random_mask(x_test.shape, 0.5, seed=0) if mask == "random" else kv.apps.block_mask(x_test.shape, 0.5)
+    report, images = kv.apps.evaluate_imputation(digits_vae, x_test, missing, x_train)
+    print(f"\n{mask}: RMSE map {report['rmse_map']:.4f}, pseudo-Gibbs {report['rmse_pseudo_gibbs']:.4f}, mean {report['rmse_mean']:.4f}")
+    assert report["rmse_map"] < report["rmse_mean"] and report["rmse_pseudo_gibbs"] < report["rmse_mean"]
+    by_hand = np.sqrt(np.mean(np.square(np.where(missing, x_train.mean(axis=0), x_test) - x_test)[missing]))
+    assert report["rmse_mean"] == pytest.approx(by_hand, rel=1e-5)
+    np.testing.assert_array_equal(images["map"][~missing], x_test[~missing])  # observed pixels are kept
+    with pytest.raises(ValueError, match="bool mask"):
+        imputation.impute(digits_vae, x_test, missing.astype(np.float32))
+
+
+# === The command line ===
+
+
+@pytest.fixture(scope="module")
+def run_folder(digits_vae, tmp_path_factory):
+    """A run folder as `kerasvae train` writes it, holding the trained digits VAE."""
+    run = tmp_path_factory.mktemp("digits_run")
+    digits_vae.save(run / "model.keras")
+    config = {"model": "vae", "dataset": "digits", "binarize": None, "seed": 0, "latent_dim": 8, "input_shape": list(DIGITS_SHAPE)}
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_app_commands_write_their_files(run_folder, tmp_path, capsys):
+    out = tmp_path
+    commands = {
+        "anomaly": (["--normal-class", "0", "--false-positive-rate", "0.1", "--out", str(out / "anomaly")], ["anomaly/anomaly.json", "anomaly/anomaly.png"]),
+        "denoise": (["--limit", "50", "--steps", "5", "--fit-limit", "500", "--out", str(out / "denoise")], ["denoise/denoise.json", "denoise/denoising.png", "denoise/denoised.npy"]),
+        "compress": (["--delta", "0.5", "--out", str(out / "digits.kvz")], ["digits.kvz"]),
+        "interpolate": (["--steps", "6", "--output", str(out / "interpolation.png")], ["interpolation.png"]),
+        "traverse": (["--dims", "0,1,2", "--output", str(out / "traversal.png")], ["traversal.png"]),
+        "latent-map": (["--dims", "3", "--output", str(out / "map.png")], ["map.png"]),
+        "probe": (["--budgets", "50,200", "--repeats", "1", "--fit-limit", "500", "--out", str(out / "probe")], ["probe/probe.json", "probe/probe.png"]),
+        "sparse-code": (["--fit-limit", "300", "--atoms", "16", "--nonzeros", "1,3", "--out", str(out / "sparse")], ["sparse/sparse_coding.json", "sparse/sparse_coding.png"]),
+        "impute": (["--mask", "block", "--limit", "50", "--steps", "5", "--fit-limit", "500", "--out", str(out / "impute")], ["impute/impute.json", "impute/imputation.png"]),
+    }
+    for name, (arguments, files) in commands.items():
+        assert cli.main([name, str(run_folder), *arguments]) == 0, name
+        summary = last_json(capsys)
+        for file in files:
+            assert (out / file).stat().st_size > 0, file
+            if file.endswith(".png"):
+                assert (out / file).read_bytes()[:4] == b"\x89PNG"
+        if name == "compress":
+            assert summary["bits_per_image"] == pytest.approx(8 * (out / "digits.kvz").stat().st_size / summary["num_images"])
+        if name == "anomaly":
+            assert 0 <= summary["auroc"] <= 1 and 0 <= summary["pca_auroc"] <= 1 and summary["method"] == "elbo"
+    assert cli.main(["decompress", str(run_folder), str(out / "digits.kvz"), "--out", str(out / "decoded.npy")]) == 0
+    decoded = np.load(out / "decoded.npy")
+    x_test = kv.data.load_arrays("digits", "test")[0]
+    model = keras.saving.load_model(run_folder / "model.keras")
+    np.testing.assert_allclose(decoded, kv.apps.decompress(model, kv.apps.compress(model, x_test, 0.5)), atol=1e-6)
+    assert (out / "decoded.png").stat().st_size > 0 and last_json(capsys)["num_images"] == len(x_test)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["denoise", "{run}", "--noise", "0"], "noise standard deviation must be > 0"),
+        (["denoise", "{run}", "--steps", "-1"], "--steps must be >= 0"),
+        (["interpolate", "{run}", "--index-b", "5000"], "--index-b must lie in [0, 360)"),
+        (["traverse", "{run}", "--dims", "0,9"], "Traversal dimensions must lie in [0, 8)"),
+        (["manifold", "{run}"], "needs latent_dim == 2"),
+        (["probe", "{run}", "--budgets", "a,b"], "--budgets takes comma-separated integers"),
+        (["anomaly", "{run}", "--quantile", "1.5"], "quantile must lie in (0, 1)"),
+        (["decompress", "{run}", "no/such.kvz", "--out", "x.npy"], "is not a file"),
+        (["impute", "{run}", "--fraction", "1"], "missing fraction must lie in (0, 1)"),
+    ],
+)
+def test_app_commands_reject_bad_arguments_in_one_line(run_folder, arguments, message, capsys):
+    assert cli.main([a.format(run=run_folder) for a in arguments]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith(f"kerasvae {arguments[0]}: ")
