@@ -2,6 +2,7 @@
 agreement with the Keras model, seeded sampling across loads, versioning, warmup records and metadata."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -120,13 +121,21 @@ def test_versions_config_and_refusal_to_overwrite(digits, tmp_path):
     with pytest.raises(ValueError, match="already exists.*--force"):
         savedmodel.export_savedmodel(model, base, version=1)
     assert marker.read_bytes() == before
+    # A staging folder abandoned by a killed export is removed by the next one; a fresh one (a concurrent
+    # export's) is left alone.
+    abandoned, running = base / ".tmp-7-abandoned", base / ".tmp-8-running"
+    abandoned.mkdir()
+    running.mkdir()
+    os.utime(abandoned, (0, 0))
     assert savedmodel.export_savedmodel(model, base, version=1, force=True).name == "1"
     assert savedmodel.versions(base) == [1, 2]
-    assert not [p for p in base.iterdir() if p.name.startswith(".tmp")]
+    assert [p.name for p in base.iterdir() if p.name.startswith(".tmp")] == [running.name]
+    running.rmdir()
     config = (tmp_path / "saved_models" / "models.config").read_text()
     assert 'name: "digits"' in config and f'base_path: "{base.resolve()}"' in config
-    with pytest.raises(ValueError, match="Model name"):
-        savedmodel.export_savedmodel(model, tmp_path / "bad name!")
+    for bad in ("bad name!", "trailing-newline\n"):
+        with pytest.raises(ValueError, match="Model name"):
+            savedmodel.export_savedmodel(model, tmp_path / bad)
 
 
 def test_cli_export_records_metadata_and_exits_2_on_an_existing_version(tmp_path, capsys):

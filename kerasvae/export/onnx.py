@@ -51,14 +51,20 @@ def export_onnx(saved_model_dir, out_dir, opset=17, seed=0):
     """
     import onnx
 
+    from kerasvae.training import atomic_write
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     signatures = tf.saved_model.load(str(saved_model_dir)).signatures
     paths = []
     for signature, filename in FILES.items():
         path = out_dir / filename
-        onnx.save(convert(saved_model_dir, signature, opset), str(path))
-        check(path, signatures[signature], seed)
+
+        def write_checked(tmp, signature=signature):  # checked before it replaces the previous file
+            onnx.save(convert(saved_model_dir, signature, opset), str(tmp))
+            check(tmp, signatures[signature], seed)
+
+        atomic_write(path, write_checked)
         paths.append(path)
     return paths
 

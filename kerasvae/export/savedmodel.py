@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -162,7 +163,7 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
         ValueError: if the version exists and force is False, or the folder name is not a valid model name.
     """
     base_dir = Path(base_dir)
-    if not MODEL_NAME.match(base_dir.name):
+    if not MODEL_NAME.fullmatch(base_dir.name):
         raise ValueError(f"Model name {base_dir.name!r} must be 1-128 letters, digits, '_', '.' or '-'.")
     existing = versions(base_dir)
     version = int(version) if version is not None else (existing[-1] + 1 if existing else 1)
@@ -172,6 +173,7 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
     if target.exists() and not force:
         raise ValueError(f"{target} already exists; pass --force to replace it or omit --version for the next one.")
     base_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(base_dir)
     # Built beside the target so the final rename is atomic; the name is not an integer, so TF Serving
     # ignores it while it is being written.
     staging = Path(tempfile.mkdtemp(dir=base_dir, prefix=f".tmp-{version}-"))
@@ -191,13 +193,23 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
             **(metadata or {}),
         }
         (saved / "assets.extra" / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
+        if target.exists():  # two renames, not a delete: the old version stays whole until the new one lands
+            os.replace(target, staging / "replaced")
         os.replace(saved, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     update_models_config(base_dir.parent)
     return target
+
+
+STALE_STAGING_SECONDS = 3600
+
+
+def _remove_abandoned_staging(base_dir):
+    """Delete staging folders of exports killed mid-write (untouched for an hour: not a running export's)."""
+    for staging in base_dir.glob(".tmp-*"):
+        if staging.is_dir() and time.time() - staging.stat().st_mtime > STALE_STAGING_SECONDS:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def update_models_config(root):

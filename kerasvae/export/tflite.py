@@ -119,7 +119,7 @@ def export_tflite(
     report = {"eval_samples": EVAL_SAMPLES, "decoder": {}}
     for mode in modes:
         path = out_dir / f"decoder_{mode}.tflite"
-        path.write_bytes(convert(saved_model_dir, "decode", mode, calibration))
+        _write_atomically(path, convert(saved_model_dir, "decode", mode, calibration))
         runner, entry = _load(path, "decode")
         error = runner(**inputs)["mean"] - reference
         entry["psnr_db"] = float(10 * np.log10(1.0 / max(float(np.mean(error**2)), MSE_FLOOR)))
@@ -133,7 +133,7 @@ def export_tflite(
         if conditional:
             encoder_inputs["label"] = inputs["label"]
         path = out_dir / "encoder_float32.tflite"
-        path.write_bytes(convert(saved_model_dir, "encode"))
+        _write_atomically(path, convert(saved_model_dir, "encode"))
         runner, entry = _load(path, "encode")
         got = runner(**encoder_inputs)
         expected = signatures["encode"](**{k: tf.constant(v) for k, v in encoder_inputs.items()})
@@ -141,8 +141,14 @@ def export_tflite(
         entry["latency_ms"] = _latency_ms(runner, {name: value[:1] for name, value in encoder_inputs.items()})
         report["encoder"] = {"float32": entry}
 
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_atomically(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def _write_atomically(path, content):
+    from kerasvae.training import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(content))
 
 
 def _load(path, signature):
