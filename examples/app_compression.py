@@ -9,23 +9,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import keras
+from _common import gallery_vae
 
 import kerasvae as kv
 from kerasvae.apps import figures
 
 
 def main(out):
-    fashion = kv.data.fashion_mnist_available()
-    dataset = "fashion_mnist" if fashion else "digits"
-    x_train, _ = kv.data.load_arrays(dataset, "train[:3000]")
-    x_test, _ = kv.data.load_arrays(dataset, "test[:500]")
-
-    keras.utils.set_random_seed(0)
-    model = kv.presets.mlp_vae(input_shape=x_train.shape[1:], latent_dim=16 if fashion else 8, hidden=(256, 64),
-                               likelihood=kv.likelihoods.Gaussian(0.1), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(x_train, epochs=15 if fashion else 50, batch_size=64, verbose=0)
+    dataset, x_train, x_test, model = gallery_vae()
 
     deltas = [0.25, 0.5, 1.0, 2.0]
     reports = [kv.apps.evaluate_compression(model, x_test, delta, x_fit=x_train)[0] for delta in deltas]

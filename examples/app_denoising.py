@@ -7,23 +7,14 @@ finding the latent code that best explains them (MAP in latent space), against P
 import argparse
 from pathlib import Path
 
-import keras
+from _common import gallery_vae
 
 import kerasvae as kv
 from kerasvae.apps import figures
 
 
 def main(out):
-    fashion = kv.data.fashion_mnist_available()
-    dataset = "fashion_mnist" if fashion else "digits"
-    x_train, _ = kv.data.load_arrays(dataset, "train[:3000]")
-    x_test, _ = kv.data.load_arrays(dataset, "test[:500]")
-
-    keras.utils.set_random_seed(0)
-    model = kv.presets.mlp_vae(input_shape=x_train.shape[1:], latent_dim=16 if fashion else 8, hidden=(256, 64),
-                               likelihood=kv.likelihoods.Gaussian(0.1), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(x_train, epochs=15 if fashion else 50, batch_size=64, verbose=0)
+    dataset, x_train, x_test, model = gallery_vae()
 
     report, images = kv.apps.evaluate_denoising(model, x_test, noise_stddev=0.3, x_fit=x_train)
     print(f"{dataset}: PSNR noisy {report['psnr_noisy']:.2f} dB -> denoised {report['psnr_denoised']:.2f} dB "
