@@ -1,0 +1,115 @@
+"""Training throughput of `fit` against the classic PyTorch VAE, measured A/B in one run.
+
+Each arm is a long-lived worker process (so imports and compilation happen once) that trains one epoch of
+dynamically binarized Fashion-MNIST (784-512-256-32, Bernoulli, batch 128, Adam 1e-3) per command. The
+driver warms every arm up with one epoch, then cycles through the arms ROUNDS times and reports each arm's
+median samples/s and its ratio to the PyTorch arm. Alternating cancels most of the drift of a shared
+machine; the ratios, not the absolute numbers, are the result.
+
+    python benchmarks/train_speed.py --torch-python /work/torchvenv/bin/python [--rounds 5] [--limit 30000]
+        [--arms torch,default,spe10,jit,bf16,conv]
+
+Arms: torch (benchmarks/torch_reference_vae.py's model and loop, torch.set_num_threads(2)); default
+(`kv.presets.mlp_vae` + compile + fit, as a user writes it); spe10 (steps_per_execution=10); jit
+(jit_compile=True, XLA); bf16 (keras mixed_bfloat16 policy; losses and distributions stay float32);
+conv (`kv.presets.conv_vae`, for scale). Prints one JSON object.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def torch_worker(limit, batch_size):
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from torch_reference_vae import VAE, find_data_dir, load_images, train_epoch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    x = torch.from_numpy(load_images(find_data_dir(None) / "train-images-idx3-ubyte.gz")[:limit])
+    model = VAE(32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return lambda: train_epoch(model, optimizer, x, batch_size), len(x)
+
+
+def keras_worker(arm, limit, batch_size):
+    import keras
+
+    import kerasvae as kv
+
+    if arm == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    split = "train" if limit is None else f"train[:{limit}]"
+    data = kv.data.load("fashion_mnist", split, binarize="dynamic", batch_size=batch_size, seed=0)
+    count = sum(int(batch.shape[0]) for batch in data)
+    model = kv.presets.conv_vae(seed=0) if arm == "conv" else kv.presets.mlp_vae(seed=0)
+    options = {"spe10": {"steps_per_execution": 10}, "jit": {"jit_compile": True}}.get(arm, {})
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), **options)
+    return lambda: model.fit(data, epochs=1, verbose=0), count
+
+
+def serve(arm, limit, batch_size):
+    """Worker loop: one epoch per input line, its seconds and sample count as one JSON line."""
+    epoch, count = torch_worker(limit, batch_size) if arm == "torch" else keras_worker(arm, limit, batch_size)
+    print(json.dumps({"ready": True}), flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        epoch()
+        print(json.dumps({"seconds": time.perf_counter() - start, "samples": count}), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--torch-python", default=sys.executable)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=30000, help="training images per epoch")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--arms", default="torch,default,spe10,jit,bf16")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return serve(args.worker, args.limit, args.batch_size)
+
+    arms = args.arms.split(",")
+    workers = {}
+    for arm in arms:
+        python = args.torch_python if arm == "torch" else sys.executable
+        command = [python, __file__, "--worker", arm, "--limit", str(args.limit), "--batch-size", str(args.batch_size)]
+        workers[arm] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        json.loads(workers[arm].stdout.readline())  # wait for ready, one arm at a time
+
+    def one_epoch(arm):
+        workers[arm].stdin.write("epoch\n")
+        workers[arm].stdin.flush()
+        result = json.loads(workers[arm].stdout.readline())
+        return result["samples"] / result["seconds"]
+
+    for arm in arms:
+        one_epoch(arm)  # warm-up: tracing, XLA compilation, allocator growth
+    rates = {arm: [] for arm in arms}
+    for _ in range(args.rounds):
+        for arm in arms:
+            rates[arm].append(one_epoch(arm))
+    for worker in workers.values():
+        worker.stdin.close()
+        worker.wait()
+    medians = {arm: statistics.median(values) for arm, values in rates.items()}
+    reference = medians.get("torch")
+    print(json.dumps({
+        "rounds": args.rounds, "images_per_epoch": args.limit, "batch_size": args.batch_size,
+        "samples_per_second": {arm: round(v) for arm, v in medians.items()},
+        "ratio_to_torch": {arm: round(v / reference, 3) for arm, v in medians.items()} if reference else None,
+        "all_rates": {arm: [round(v) for v in values] for arm, values in rates.items()},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
