@@ -16,7 +16,7 @@ from kerasvae.apps import figures
 
 
 def main(out):
-    dataset, x_train, x_test, model = gallery_vae()
+    dataset, x_train, _, x_test, _, model = gallery_vae()
 
     deltas = [0.25, 0.5, 1.0, 2.0]
     reports = [kv.apps.evaluate_compression(model, x_test, delta, x_fit=x_train)[0] for delta in deltas]

@@ -14,7 +14,7 @@ from kerasvae.apps import figures
 
 
 def main(out):
-    dataset, x_train, x_test, model = gallery_vae()
+    dataset, x_train, _, x_test, _, model = gallery_vae()
 
     report, images = kv.apps.evaluate_denoising(model, x_test, noise_stddev=0.3, x_fit=x_train)
     print(f"{dataset}: PSNR noisy {report['psnr_noisy']:.2f} dB -> denoised {report['psnr_denoised']:.2f} dB "

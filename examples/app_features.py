@@ -8,24 +8,15 @@ and raw pixels.
 import argparse
 from pathlib import Path
 
-import keras
+from _common import gallery_vae
 
 import kerasvae as kv
 from kerasvae.apps import figures
 
 
 def main(out):
-    fashion = kv.data.fashion_mnist_available()
-    dataset = "fashion_mnist" if fashion else "digits"
-    x_train, y_train = kv.data.load_arrays(dataset, "train[:3000]")
-    x_test, y_test = kv.data.load_arrays(dataset, "test[:2000]")
-    latent_dim = 16 if fashion else 8
-
-    keras.utils.set_random_seed(0)
-    model = kv.presets.mlp_vae(input_shape=x_train.shape[1:], latent_dim=latent_dim, hidden=(256, 64),
-                               likelihood=kv.likelihoods.Gaussian(0.1), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(x_train, epochs=10 if fashion else 50, batch_size=64, verbose=0)
+    dataset, x_train, y_train, x_test, y_test, model = gallery_vae(test="test[:2000]", fashion_epochs=10)
+    latent_dim = model.latent_dim
 
     probe = kv.apps.probe_report(model, x_train, y_train, x_test, y_test)
     print(f"{dataset}, linear probe with all {len(x_train)} labels: latent {probe['latent']:.4f}, "
@@ -37,7 +28,7 @@ def main(out):
     names = {"latent": f"VAE latents ({latent_dim}-d)", "pca": f"PCA ({latent_dim}-d)", "pixels": "pixels"}
     path = figures.curves(
         [r["labels"] for r in rows], {label: [r[n] for r in rows] for n, label in names.items()}, Path(out) / "features.png",
-        "labelled training examples", "test accuracy", f"M1: linear classifier on few labels ({'Fashion-MNIST' if fashion else 'digits'})", xscale="log",
+        "labelled training examples", "test accuracy", f"M1: linear classifier on few labels ({'Fashion-MNIST' if dataset == 'fashion_mnist' else 'digits'})", xscale="log",
         errors={label: [r[f"{n}_std"] for r in rows] for n, label in names.items()},
     )
     print("figure:", path)

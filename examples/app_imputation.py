@@ -15,7 +15,7 @@ from kerasvae.apps import figures
 
 
 def main(out):
-    _, x_train, x_test, model = gallery_vae()
+    _, x_train, _, x_test, _, model = gallery_vae()
 
     for name, missing in (("random 50%", kv.apps.random_mask(x_test.shape, 0.5)), ("bottom half", kv.apps.block_mask(x_test.shape, 0.5))):
         report, images = kv.apps.evaluate_imputation(model, x_test, missing, x_train)

@@ -7,24 +7,14 @@ written with k atoms and decoded, against a 32-atom dictionary on the raw pixels
 import argparse
 from pathlib import Path
 
-import keras
+from _common import gallery_vae
 
 import kerasvae as kv
 from kerasvae.apps import figures
 
 
 def main(out):
-    fashion = kv.data.fashion_mnist_available()
-    dataset = "fashion_mnist" if fashion else "digits"
-    x_train, _ = kv.data.load_arrays(dataset, "train[:3000]")
-    x_test, _ = kv.data.load_arrays(dataset, "test[:300]")
-    latent_dim = 16 if fashion else 8
-
-    keras.utils.set_random_seed(0)
-    model = kv.presets.mlp_vae(input_shape=x_train.shape[1:], latent_dim=latent_dim, hidden=(256, 64),
-                               likelihood=kv.likelihoods.Gaussian(0.1), seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    model.fit(x_train, epochs=15 if fashion else 50, batch_size=64, verbose=0)
+    dataset, x_train, _, x_test, _, model = gallery_vae(test="test[:300]")
 
     nonzeros = (1, 2, 3, 4, 6)
     rows, images = kv.apps.sparsity_curve(model, x_train[:1000], x_test, n_nonzero=nonzeros, n_atoms=32)
@@ -34,7 +24,7 @@ def main(out):
     path = figures.curves(nonzeros, {"latent dictionary + decoder": [r["latent_psnr"] for r in rows],
                                      "pixel dictionary": [r["pixel_psnr"] for r in rows]},
                           Path(out) / "sparse_coding.png", "nonzero coefficients per image (k)", "PSNR (dB)",
-                          f"sparse coding with 32 atoms ({'Fashion-MNIST' if fashion else 'digits'})")
+                          f"sparse coding with 32 atoms ({'Fashion-MNIST' if dataset == 'fashion_mnist' else 'digits'})")
     print("figure:", path)
     shown = {"original": images["original"], **{f"{kind} k={k}": images[f"{kind}_{k}"] for k in (1, 3) for kind in ("latent", "pixel")}}
     print("figure:", figures.image_rows(shown, Path(out) / "sparse_examples.png", title="reconstructions from k atoms"))
