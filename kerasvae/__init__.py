@@ -16,13 +16,16 @@ from kerasvae import apps  # noqa: E402
 from kerasvae import corruptions  # noqa: E402
 from kerasvae import data  # noqa: E402
 from kerasvae import distribute  # noqa: E402
+from kerasvae import evaluation  # noqa: E402
 from kerasvae import likelihoods  # noqa: E402
 from kerasvae import networks  # noqa: E402
 from kerasvae import objectives  # noqa: E402
 from kerasvae import posteriors  # noqa: E402
 from kerasvae import presets  # noqa: E402
+from kerasvae import pretraining  # noqa: E402
 from kerasvae import priors  # noqa: E402
 from kerasvae import quantizers  # noqa: E402
+from kerasvae import saving  # noqa: E402
 from kerasvae import serving  # noqa: E402
 from kerasvae import sparsity  # noqa: E402
 from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE, LatentVariableModel  # noqa: E402

@@ -1,5 +1,6 @@
 """Model evaluation as one JSON-ready dict: ELBO, importance-weighted NLL (nats and bits/dim),
-reconstruction error, KL (total and per latent dimension) and active units."""
+reconstruction error, KL (total and per latent dimension) and active units; and the same NLL estimate
+computed from an exported SavedModel's `encode` and `decode` signatures alone."""
 
 import math
 
@@ -60,3 +61,69 @@ def importance_weighted_nll(model, x, num_samples, batch_size=256, seed=0, verbo
         if progress is not None:
             progress.add(len(batch), values=[("nll", float(np.mean(nll[-1])))])
     return np.concatenate(nll) if nll else np.zeros([0], np.float32)
+
+
+def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size=100, seed=0):
+    """-log p(x) per example [n], estimated from what a server exposes: the `encode` signature's Gaussian
+    posterior (loc, scale) and the `decode` signature's likelihood parameters, with the standard normal prior,
+
+        log p(x) ~= logsumexp_i [log p(x|z_i) + log N(z_i; 0, I) - log q(z_i|x)] - log k,  z_i ~ q(z|x),
+
+    computed here in float64 numpy, independently of the model's own TensorFlow code: it checks that an
+    exported model carries the likelihood the Python model was evaluated with.
+
+    Args:
+        saved_model: a SavedModel directory (e.g. `saved_models/<name>/<version>`) or a loaded SavedModel.
+        x: array [n, *input_shape], binary for a Bernoulli decoder.
+        num_samples: int. Importance samples k per example.
+        chunk_size: int. Samples decoded at once per batch (memory: batch_size * chunk_size examples).
+        seed: int. Seeds numpy's generator for the posterior noise.
+
+    Decoders returning `logits` are Bernoulli, `loc` and `scale` Gaussian; others raise a ValueError.
+    """
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(saved_model)) if isinstance(saved_model, (str, bytes)) or hasattr(saved_model, "__fspath__") else saved_model
+    encode, decode = loaded.signatures["encode"], loaded.signatures["decode"]
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, np.float32)
+    nll = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        posterior = {name: value.numpy().astype(np.float64) for name, value in encode(x=tf.constant(xb)).items()}
+        if set(posterior) != {"loc", "scale"}:
+            raise ValueError(f"saved_model_nll needs a Gaussian-posterior encode (loc, scale), got {sorted(posterior)}.")
+        loc, scale = posterior["loc"], posterior["scale"]
+        x_flat = xb.reshape(len(xb), -1).astype(np.float64)
+        log_weights = []
+        for k in _chunks(num_samples, chunk_size):
+            eps = rng.standard_normal((k, *loc.shape))
+            z = loc + scale * eps
+            decoded = decode(z=tf.constant(z.reshape(-1, loc.shape[-1]), tf.float32))
+            log_px_given_z = _log_likelihood(decoded, x_flat).reshape(k, len(xb))
+            log_prior = -0.5 * np.sum(z**2, axis=-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+            log_q = -0.5 * np.sum(eps**2, axis=-1) - np.sum(np.log(scale), axis=-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+            log_weights.append(log_px_given_z + log_prior - log_q)
+        log_weights = np.concatenate(log_weights)
+        top = np.max(log_weights, axis=0)
+        nll.append(-(top + np.log(np.mean(np.exp(log_weights - top), axis=0))))
+    return np.concatenate(nll) if nll else np.zeros([0])
+
+
+def _chunks(total, size):
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
+def _log_likelihood(decoded, x_flat):
+    """log p(x|z) [k * n] from a decode signature's outputs, x_flat [n, d] repeated over the k samples."""
+    if "logits" in decoded:
+        logits = decoded["logits"].numpy().astype(np.float64)
+        logits = logits.reshape(len(logits), -1)
+        x_rep = np.tile(x_flat, (len(logits) // len(x_flat), 1))
+        return np.sum(x_rep * logits - np.logaddexp(0.0, logits), axis=-1)
+    if "loc" in decoded and "scale" in decoded:
+        loc = decoded["loc"].numpy().astype(np.float64).reshape(len(decoded["loc"]), -1)
+        scale = np.broadcast_to(decoded["scale"].numpy().astype(np.float64).reshape(len(decoded["scale"]), -1), loc.shape)
+        x_rep = np.tile(x_flat, (len(loc) // len(x_flat), 1))
+        return np.sum(-0.5 * ((x_rep - loc) / scale) ** 2 - np.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1)
+    raise ValueError(f"saved_model_nll knows Bernoulli (logits) and Gaussian (loc, scale) decoders, got {sorted(decoded)}.")

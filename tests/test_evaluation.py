@@ -36,3 +36,19 @@ def test_k5000_estimate_matches_log_p_x_by_quadrature(binary_digits):
     exact = keras.ops.logsumexp(log_px_given_z + log_prior, axis=0) + math.log(z[1, 0, 0] - z[0, 0, 0])
     estimate = evaluation.importance_weighted_nll(model, x, num_samples=5000, batch_size=4, verbose=1)
     np.testing.assert_allclose(-estimate, np.asarray(exact), atol=0.05)
+
+
+def test_exported_encode_and_decode_give_the_models_nll(trained_vae, binary_digits, tmp_path):
+    """The NLL computed in numpy from the SavedModel's encode/decode signatures alone is the model's own
+    estimate: same estimator, independent noise, so they agree to Monte Carlo error (k=2000)."""
+    from kerasvae.export import savedmodel
+
+    x = binary_digits[2][:40]
+    version = savedmodel.export_savedmodel(trained_vae, tmp_path / "digits")
+    served = evaluation.saved_model_nll(version, x, num_samples=2000, chunk_size=500)
+    own = evaluation.importance_weighted_nll(trained_vae, x, num_samples=2000)
+    assert served.shape == own.shape == (40,)
+    np.testing.assert_allclose(served, own, atol=0.4)  # per example: a few heavy-tailed weights
+    assert abs(np.mean(served) - np.mean(own)) < 0.05, (np.mean(served), np.mean(own))
+    elbo = -np.asarray(trained_vae.elbo(x, num_samples=100))
+    assert np.mean(served) < np.mean(elbo) - 0.1  # tighter than the ELBO, as an importance-weighted bound must be
