@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -53,7 +54,8 @@ def write_json(path, obj):
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """Writes history.json after every epoch, so a run interrupted late still shows its curves.
+    """Writes history.json after every epoch, so a run interrupted late still shows its curves, with each
+    epoch's wall time under "epoch_seconds" (training and validation).
 
     A resumed run continues the file: the first epoch that `fit` runs cuts it to that many entries, so an
     epoch that ran again after a crash (killed after its history entry, before its backup) is recorded
@@ -70,10 +72,14 @@ class HistoryWriter(keras.callbacks.Callback):
         if not self._resumed:
             self.history = {key: values[:epoch] for key, values in self.history.items()}
             self._resumed = True
+        self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
+        seconds = self.history.setdefault("epoch_seconds", [])
+        seconds.extend([None] * (epoch - len(seconds)))  # a run resumed from a file written without timings
+        seconds.append(round(time.perf_counter() - self._epoch_start, 3))
         write_json(self.path, self.history)
 
 

@@ -45,7 +45,9 @@ def test_history_writer_continues_a_resumed_run(tmp_path):
     for epoch, loss in [(2, 1.4), (3, 1.2)]:
         writer.on_epoch_begin(epoch)
         writer.on_epoch_end(epoch, {"loss": loss})
-    assert json.loads(path.read_text()) == writer.history == {"loss": [3.0, 2.0, 1.4, 1.2]}
+    assert json.loads(path.read_text()) == writer.history
+    assert writer.history["loss"] == [3.0, 2.0, 1.4, 1.2]
+    assert writer.history["epoch_seconds"][:2] == [None, None] and all(t >= 0 for t in writer.history["epoch_seconds"][2:])
 
 
 def test_sigkill_then_the_same_command_finishes_with_every_epoch_once(tmp_path, capsys):
