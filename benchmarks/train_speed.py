@@ -12,6 +12,7 @@ machine; the ratios, not the absolute numbers, are the result.
 Arms: torch (benchmarks/torch_reference_vae.py's model and loop, torch.set_num_threads(2)); default
 (`kv.presets.mlp_vae` + compile + fit, as a user writes it); spe10 (steps_per_execution=10); jit
 (jit_compile=True, XLA); bf16 (keras mixed_bfloat16 policy; losses and distributions stay float32);
+bf16jit (both);
 conv (`kv.presets.conv_vae`, for scale). Prints one JSON object.
 """
 
@@ -45,13 +46,13 @@ def keras_worker(arm, limit, batch_size):
 
     import kerasvae as kv
 
-    if arm == "bf16":
+    if arm.startswith("bf16"):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     split = "train" if limit is None else f"train[:{limit}]"
     data = kv.data.load("fashion_mnist", split, binarize="dynamic", batch_size=batch_size, seed=0)
     count = sum(int(batch.shape[0]) for batch in data)
     model = kv.presets.conv_vae(seed=0) if arm == "conv" else kv.presets.mlp_vae(seed=0)
-    options = {"spe10": {"steps_per_execution": 10}, "jit": {"jit_compile": True}}.get(arm, {})
+    options = {"spe10": {"steps_per_execution": 10}, "jit": {"jit_compile": True}, "bf16jit": {"jit_compile": True}}.get(arm, {})
     model.compile(optimizer=keras.optimizers.Adam(1e-3), **options)
     return lambda: model.fit(data, epochs=1, verbose=0), count
 

@@ -26,29 +26,45 @@ class MLP(keras.layers.Layer):
     Args:
         units: tuple of int. Width of each hidden layer. Defaults to (512, 256).
         activation: str. Activation of every hidden layer. Defaults to "relu".
+        gated: bool. Gated layers (Dauphin et al. 2017; the VampPrior paper's torsos): each layer computes
+            h = (W x + b) * sigmoid(V x + c), one Dense of twice the width split in two, and `activation`
+            is not used. Defaults to False.
 
     >>> MLP((512, 256))(keras.ops.zeros((2, 28, 28, 1))).shape
     (2, 256)
     """
 
-    def __init__(self, units=(512, 256), activation="relu", **kwargs):
+    def __init__(self, units=(512, 256), activation="relu", gated=False, **kwargs):
         super().__init__(**kwargs)
         self.units = tuple(int(u) for u in units)
         self.activation = activation
+        self.gated = bool(gated)
         self.flatten = keras.layers.Flatten()
-        self.hidden = [keras.layers.Dense(u, activation=activation) for u in self.units]
+        if self.gated:
+            self.hidden = [keras.layers.Dense(2 * u) for u in self.units]
+        else:
+            self.hidden = [keras.layers.Dense(u, activation=activation) for u in self.units]
 
     def build(self, input_shape):
-        build_sequence([self.flatten, *self.hidden], input_shape)
+        shape = self.flatten.compute_output_shape(input_shape)
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = (*shape[:-1], layer.units // 2 if self.gated else layer.units)
 
     def call(self, inputs):
         h = self.flatten(inputs)
         for layer in self.hidden:
             h = layer(h)
+            if self.gated:
+                value, gate = keras.ops.split(h, 2, axis=-1)
+                h = value * keras.ops.sigmoid(gate)
         return h
 
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units[-1]) if self.units else self.flatten.compute_output_shape(input_shape)
+
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation}
+        return {**super().get_config(), "units": self.units, "activation": self.activation, "gated": self.gated}
 
 
 @serializable

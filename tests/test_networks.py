@@ -1,6 +1,7 @@
 """Torsos: output shapes for the shapes users have, and config round trips."""
 
 import keras
+import numpy as np
 import pytest
 
 from kerasvae import networks
@@ -8,6 +9,18 @@ from kerasvae import networks
 
 def test_mlp_flattens_and_stacks():
     assert networks.MLP((32, 16))(keras.ops.zeros((2, 8, 8, 1))).shape == (2, 16)
+
+
+def test_gated_mlp_computes_value_times_sigmoid_gate():
+    mlp = networks.MLP((2,), gated=True)
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    mlp.build(x.shape)
+    kernel = np.array([[0.1, -0.2, 0.3, 0.4], [0.5, 0.6, -0.7, 0.8], [0.9, -1.0, 1.1, -1.2]], np.float32)
+    bias = np.array([0.01, 0.02, -0.03, 0.04], np.float32)
+    mlp.hidden[0].set_weights([kernel, bias])
+    value, gate = (x @ kernel + bias)[:, :2], (x @ kernel + bias)[:, 2:]
+    np.testing.assert_allclose(mlp(x), value / (1.0 + np.exp(-gate)), rtol=1e-6)
+    assert mlp.compute_output_shape((None, 3)) == (None, 2)
 
 
 @pytest.mark.parametrize("size", [28, 8, 30])
@@ -23,7 +36,7 @@ def test_conv_encoder_halves_per_layer():
 
 @pytest.mark.parametrize(
     "layer",
-    [networks.MLP((4, 3), "tanh"), networks.ConvEncoder((4,), 5, 7), networks.ConvDecoder((12, 10), (4, 2), 3, None)],
+    [networks.MLP((4, 3), "tanh"), networks.MLP((4,), gated=True), networks.ConvEncoder((4,), 5, 7), networks.ConvDecoder((12, 10), (4, 2), 3, None)],
 )
 def test_config_round_trip(layer):
     restored = type(layer).from_config(layer.get_config())
