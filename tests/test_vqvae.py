@@ -1,24 +1,28 @@
 """VQ-VAE: the quantizer's lookup, losses, straight-through gradient, EMA update, perplexity and dead-code
-restarts against hand-computed values; the model trains on real data, samples from its fitted code prior,
-round-trips through .keras and exports the contract's VQ signatures."""
+restarts against hand-computed values; the PixelCNN prior's exact autoregressive log-probability, causality
+and seeded position-by-position sampling; the model trains on real data, samples from its fitted code
+priors, round-trips through .keras and exports the contract's VQ signatures."""
 
+import doctest
 import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import kerasvae as kv
 from conftest import DIGITS_SHAPE, fit
-from kerasvae.export import savedmodel
 from test_export_savedmodel import run_in_tf1_session
 
+import kerasvae as kv
+from kerasvae.export import savedmodel
+
 K, D = 16, 4
+TINY_PIXELCNN = {"filters": 16, "num_layers": 2, "kernel_size": 3}
 
 
 def small_vqvae(**kwargs):
-    options = dict(input_shape=DIGITS_SHAPE, num_embeddings=K, embedding_dim=D, filters=(16, 32), seed=0)
+    options = {"input_shape": DIGITS_SHAPE, "num_embeddings": K, "embedding_dim": D, "filters": (16, 32), "seed": 0, "ema_decay": None}
+    options.update(prior="pixelcnn", prior_options=TINY_PIXELCNN)
     return kv.presets.vqvae(**{**options, **kwargs})
 
 
@@ -34,7 +38,8 @@ def quantizer_with(codebook, **kwargs):
 def trained(digits):
     model = small_vqvae()
     history = fit(model, digits[0], epochs=12)
-    model.fit_code_prior(digits[0])
+    keras.utils.set_random_seed(0)
+    model.fit_code_prior(digits[0], epochs=30, batch_size=64, learning_rate=1e-2)
     return model, history
 
 
@@ -168,15 +173,20 @@ def test_api_and_its_definitions_by_hand(trained, digits):
 
 
 def test_code_prior_fits_code_frequencies_and_sampling_is_seeded(trained, digits):
-    model, _ = trained
+    # The trained autoencoder behind the categorical mixture prior instead of its PixelCNN.
+    model = small_vqvae(prior="categorical", prior_components=64)
+    for name in ("encoder", "posterior_head", "decoder", "likelihood"):
+        getattr(model, name).set_weights(getattr(trained[0], name).get_weights())
     codes = model.codes(digits[0])
+    np.testing.assert_array_equal(codes, trained[0].codes(digits[0]))
+    model.fit_code_prior(digits[0])
     independent = kv.quantizers.CodePrior(4, K)
     mean_log_prob = independent.fit(codes)
     counts = np.stack([np.bincount(codes[:, l], minlength=K) for l in range(4)])
     frequencies = (counts + 1) / (len(codes) + K)  # Laplace smoothing
     np.testing.assert_allclose(np.exp(independent.distribution().distribution.logits_parameter()), frequencies, rtol=1e-5)
     np.testing.assert_allclose(mean_log_prob, np.mean(np.log(frequencies[np.arange(4), codes]).sum(1)), rtol=1e-5)
-    # The preset's mixture prior (fitted by the fixture) explains the codes better, and agrees with TFP.
+    # The mixture prior explains the codes better, and agrees with TFP.
     assert model.prior_layer.num_components > 1 and model.prior.event_shape == (4,)
     np.testing.assert_allclose(model.prior_layer.log_prob(codes[:50]), model.prior.log_prob(codes[:50]), rtol=1e-5)
     assert np.mean(model.prior_layer.log_prob(codes)) > mean_log_prob + 0.5
@@ -185,6 +195,94 @@ def test_code_prior_fits_code_frequencies_and_sampling_is_seeded(trained, digits
     np.testing.assert_array_equal(samples, model.sample(6, seed=1234))
     np.testing.assert_array_equal(model.sample(6, seed=(1, 2), mean=False), model.sample(6, seed=(1, 2), mean=False))
     assert not np.allclose(samples, model.sample(6, seed=1235))
+
+
+def small_pixelcnn(grid_shape=(3, 4), num_embeddings=5, **kwargs):
+    prior = kv.quantizers.PixelCNNPrior(grid_shape, num_embeddings, **{"filters": 8, "num_layers": 2, "kernel_size": 3, "seed": 0, **kwargs})
+    # Random output biases: with the zero initial ones the first conditional, which sees no code, is flat.
+    prior.head[-1].bias.assign(np.random.default_rng(6).standard_normal(num_embeddings))
+    return prior
+
+
+def test_pixelcnn_log_prob_is_the_sum_of_conditionals_fed_prefix_by_prefix():
+    prior = small_pixelcnn()
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 5, (6, 12)).astype(np.int32)
+    by_hand = np.zeros(6)
+    for i in range(12):
+        # Only the prefix c_<i is real: position i and everything after it are noise the conditional must ignore.
+        prefix = codes.copy()
+        prefix[:, i:] = rng.integers(0, 5, (6, 12 - i))
+        log_p = tf.nn.log_softmax(prior.conditional_logits(prefix)[:, i]).numpy()
+        by_hand += log_p[np.arange(6), codes[:, i]]
+    np.testing.assert_allclose(prior.log_prob(codes), by_hand, rtol=1e-5)
+    np.testing.assert_allclose(prior.distribution().log_prob(codes), by_hand, rtol=1e-5)
+    np.testing.assert_array_equal(prior.distribution().event_shape_tensor(), [12])  # TFP leaves the static shape unknown
+
+
+def test_docstring_examples():
+    assert doctest.testmod(kv.quantizers, extraglobs={"tf": tf}).failed == 0
+
+
+def test_pixelcnn_is_causal_in_raster_order_with_no_blind_spot():
+    prior = small_pixelcnn()
+    codes = np.random.default_rng(5).integers(0, 5, (1, 12)).astype(np.int32)
+    logits = prior.conditional_logits(codes).numpy()[0]
+    for j in range(12):
+        perturbed = codes.copy()
+        perturbed[0, j] = (codes[0, j] + 1) % 5
+        changed = np.any(np.abs(prior.conditional_logits(perturbed).numpy()[0] - logits) > 1e-6, axis=-1)
+        assert not changed[: j + 1].any(), f"changing c_{j} moved the conditionals at {np.flatnonzero(changed[: j + 1])}"
+        # The next position in the row and the one below see it (the rest may lie outside the receptive field).
+        assert all(changed[k] for k in (j + 1, j + 4) if k < 12 and (k == j + 4 or j % 4 < 3)), j
+    # Up and to the right: (0, 3) conditions (1, 2), the position a masked-kernel PixelCNN is blind to.
+    perturbed = codes.copy()
+    perturbed[0, 3] = (codes[0, 3] + 1) % 5
+    assert not np.allclose(prior.conditional_logits(perturbed).numpy()[0, 6], logits[6])
+
+
+def test_pixelcnn_samples_position_by_position_with_a_stateless_seed():
+    prior = small_pixelcnn()
+    codes = prior.sample(7, (3, 4)).numpy()
+    assert codes.shape == (7, 12) and codes.dtype == np.int32 and codes.min() >= 0 and codes.max() < 5
+    np.testing.assert_array_equal(codes, prior.sample(7, (3, 4)))
+    np.testing.assert_array_equal(codes, tf.function(prior.sample)(tf.constant(7), tf.constant([3, 4])))
+    assert not np.array_equal(codes, prior.sample(7, (3, 5)))
+    # Near zero temperature every draw is the mode of its conditional given the codes drawn before it.
+    cold = prior.sample(3, (0, 1), temperature=1e-4).numpy()
+    greedy = np.zeros((3, 12), np.int32)
+    for i in range(12):
+        greedy[:, i] = np.argmax(prior.conditional_logits(greedy)[:, i], axis=-1)
+    np.testing.assert_array_equal(cold, greedy)
+
+
+def test_pixelcnn_prior_beats_the_independent_categorical_on_real_codes(trained, digits):
+    model, _ = trained
+    assert isinstance(model.prior_layer, kv.quantizers.PixelCNNPrior) and not model.prior_layer.trainable_weights
+    train_codes, test_codes = model.codes(digits[0]), model.codes(digits[2])
+    independent = kv.quantizers.CodePrior(4, K)
+    independent.fit(train_codes)
+    pixelcnn = model.prior_layer.log_prob(train_codes).numpy()
+    assert np.mean(pixelcnn) > np.mean(independent.log_prob(train_codes)) + 0.5
+    assert np.mean(model.prior_layer.log_prob(test_codes)) > np.mean(independent.log_prob(test_codes))
+    samples = model.sample(6, seed=1234)
+    assert samples.shape == (6, *DIGITS_SHAPE) and np.all((samples >= 0) & (samples <= 1))
+    np.testing.assert_array_equal(samples, model.sample(6, seed=1234))
+    assert not np.allclose(samples, model.sample(6, seed=1235))
+
+
+def test_pixelcnn_prior_over_vector_latents_is_causal_in_one_dimension(digits):
+    model = kv.VQVAE(kv.networks.MLP((32,)), kv.networks.MLP((32,)), DIGITS_SHAPE, num_embeddings=8, embedding_dim=2, num_latents=6,
+                     prior="pixelcnn", prior_options={"filters": 8, "num_layers": 2, "kernel_size": 3}, seed=0)
+    assert model.prior_layer.grid_shape == (1, 6)
+    codes = model.codes(digits[2][:5])
+    logits = model.prior_layer.conditional_logits(codes).numpy()
+    perturbed = codes.copy()
+    perturbed[:, 3] = (codes[:, 3] + 1) % 8
+    np.testing.assert_allclose(model.prior_layer.conditional_logits(perturbed).numpy()[:, :4], logits[:, :4], atol=1e-6)
+    assert model.sample(3, seed=0).shape == (3, *DIGITS_SHAPE)
+    with pytest.raises(ValueError, match="Unknown prior"):
+        small_vqvae(prior="gaussian")
 
 
 def test_save_and_load_give_identical_outputs_without_custom_objects(trained, digits, tmp_path):
@@ -196,7 +294,10 @@ def test_save_and_load_give_identical_outputs_without_custom_objects(trained, di
     np.testing.assert_array_equal(reloaded.codes(x), model.codes(x))
     np.testing.assert_allclose(reloaded.reconstruct(x), model.reconstruct(x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(reloaded.elbo(x), model.elbo(x), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(reloaded.prior_layer.log_prob(reloaded.codes(x)), model.prior_layer.log_prob(model.codes(x)))
+    np.testing.assert_array_equal(reloaded.prior_layer.sample(9, (5, 6)), model.prior_layer.sample(9, (5, 6)))
     np.testing.assert_allclose(reloaded.sample(4, seed=5), model.sample(4, seed=5), rtol=1e-5, atol=1e-6)
+    assert reloaded.prior_kind == "pixelcnn" and reloaded.prior_options == TINY_PIXELCNN and not reloaded.prior_layer.trainable_weights
     config = json.loads(json.dumps(model.get_config()))
     assert json.loads(json.dumps(kv.VQVAE.from_config(config).get_config())) == config
 

@@ -1,6 +1,6 @@
 """The vector-quantized autoencoder (VQ-VAE, van den Oord et al. 2017): discrete latent codes from a learned
-codebook, trained by reconstruction + codebook and commitment losses; a categorical prior over the codes,
-fitted after training, makes it generate."""
+codebook, trained by reconstruction + codebook and commitment losses; a prior over the codes, fitted after
+training (per-position categoricals or an autoregressive PixelCNN), makes it generate."""
 
 import keras
 import numpy as np
@@ -30,9 +30,11 @@ class VQVAE(LatentVariableModel):
       - `encode(x)`: q(c|x) = delta(c - c(x)), `tfd.Independent(tfd.Deterministic(codes), 1)` over int32 codes
         [n, num_latents]; `.mean()` gives the codes. (`quantized_latents(x)` gives z_q.)
       - `decode(z)` takes quantized latents z [n, latent_dim]; `decode_codes(codes)` takes code indices.
-      - `prior`: the categorical prior over codes (kerasvae.quantizers.CodePrior), uniform until
-        `fit_code_prior(x)`; `sample` draws codes from it and decodes them (`temperature` divides the prior's
-        logits).
+      - `prior`: the prior over codes, untrained until `fit_code_prior(x)` fits it to the training codes:
+        prior="categorical", a mixture of `prior_components` products of per-position categoricals
+        (kerasvae.quantizers.CodePrior), or prior="pixelcnn", an autoregressive gated PixelCNN over the code
+        grid, p(c) = prod_i p(c_i | c_<i) (kerasvae.quantizers.PixelCNNPrior). `sample` draws codes from it
+        (position by position for the PixelCNN) and decodes them; `temperature` divides the prior's logits.
       - `elbo(x)` = log p(x|z_q(x)) + log p(c(x)): the ELBO of the point-mass posterior (its entropy is 0, so
         KL(q || p) = -log p(c(x))), a true lower bound on log p(x) = log sum_c p(x|c) p(c).
       - `log_likelihood(x)` returns that same bound: every importance sample from the point mass is the same
@@ -51,8 +53,11 @@ class VQVAE(LatentVariableModel):
             loss. Defaults to None.
         restart_after: int. Training steps a code may go unused before it is re-initialized to an encoder
             output; 0 disables restarts. Defaults to 100.
-        prior_components: int. Mixture components of the code prior; 1 is an independent categorical per
-            position. Defaults to 1.
+        prior: str. "categorical" (see `prior_components`) or "pixelcnn". Defaults to "categorical".
+        prior_components: int. Mixture components of the categorical prior; 1 is an independent categorical
+            per position. Defaults to 1.
+        prior_options: dict or None. Keyword arguments of PixelCNNPrior (filters, num_layers, kernel_size)
+            for prior="pixelcnn". Defaults to None (its defaults).
         likelihood: str or Likelihood. Defaults to "bernoulli".
         seed: int or None. Seeds the codebook initialization and the dead-code restarts.
 
@@ -76,6 +81,8 @@ class VQVAE(LatentVariableModel):
         restart_after=100,
         prior_components=1,
         likelihood="bernoulli",
+        prior="categorical",
+        prior_options=None,
         **kwargs,
     ):
         # Distances and EMA statistics stay float32 under a mixed-precision policy: half-precision squared
@@ -88,6 +95,19 @@ class VQVAE(LatentVariableModel):
         grid = features_shape[1:-1] if num_latents is None else (int(num_latents),)
         self.num_latents = int(np.prod(grid))
         self.prior_components = int(prior_components)
+        self.prior_kind = prior
+        self.prior_options = dict(prior_options or {})
+        if prior == "categorical":
+            code_prior = quantizers.CodePrior(self.num_latents, quantizer.num_embeddings, self.prior_components)
+        elif prior == "pixelcnn":
+            if len(grid) > 2:
+                raise ValueError(f"The PixelCNN prior takes a 1-D or 2-D layout of codes, got a {len(grid)}-D grid {tuple(grid)}.")
+            # A 1-D layout (vector latents, or a sequence's feature map) is a grid of one row.
+            code_prior = quantizers.PixelCNNPrior(
+                (1, *grid) if len(grid) == 1 else grid, quantizer.num_embeddings, seed=kwargs.get("seed"), dtype="float32", **self.prior_options
+            )
+        else:
+            raise ValueError(f"Unknown prior {prior!r}; expected 'categorical' or 'pixelcnn'.")
         latent_dim = self.num_latents * quantizer.embedding_dim
         if kwargs.pop("latent_dim", latent_dim) != latent_dim:
             raise ValueError(f"A VQ-VAE's latent_dim is num_latents * embedding_dim = {latent_dim}; do not set it.")
@@ -100,11 +120,11 @@ class VQVAE(LatentVariableModel):
             input_shape=input_shape,
             likelihood=likelihoods.get(likelihood),
             posterior=posterior,
-            prior=quantizers.CodePrior(self.num_latents, quantizer.num_embeddings, self.prior_components),
+            prior=code_prior,
             metric_names=("loss", "reconstruction", "vq_loss", "perplexity"),
             **kwargs,
         )
-        for name in ("_codes_batch", "_latents_batch"):
+        for name in ("_codes_batch", "_latents_batch", "_sample_codes"):
             self._compiled[name] = tf.function(getattr(self, name), reduce_retracing=True)
 
     @property
@@ -166,21 +186,28 @@ class VQVAE(LatentVariableModel):
             raise ValueError(f"Codes must lie in [0, {self.quantizer.num_embeddings - 1}], got [{codes.min()}, {codes.max()}].")
         return self.decode(self.codes_to_latents(codes))
 
-    def fit_code_prior(self, data, iterations=30, seed=0):
+    def fit_code_prior(self, data, **options):
         """Fit the prior over codes to the codes of `data` (an array [n, *input_shape], or a tf.data.Dataset of
         such batches or of (x, y) pairs), e.g. the training set once `fit` is done. Returns the mean
-        log p(c) of those codes in nats (per example)."""
+        log p(c) of those codes in nats (per example).
+
+        Args:
+            data: the examples whose codes the prior is fitted to.
+            **options: passed to the prior's `fit`. Categorical: iterations (EM steps, default 30), seed.
+                PixelCNN: epochs (default: about 1000 steps), batch_size (64), learning_rate (2e-3),
+                verbose (0), validation_codes (report log p(c) on these codes instead).
+        """
         if isinstance(data, tf.data.Dataset):
             batches = (keras.utils.unpack_x_y_sample_weight(batch)[0] for batch in data)
             codes = np.concatenate([self.codes(np.asarray(xb)) for xb in batches])
         else:
             codes = self.codes(data)
-        return self.prior_layer.fit(codes, iterations=iterations, seed=seed)
+        return self.prior_layer.fit(codes, **options)
 
     # === The probabilistic API ===
 
     def _sample(self, n, z_seed, x_seed, mean, temperature, labels=None):
-        codes = self.prior_layer.distribution(temperature).sample(n, seed=z_seed)
+        codes = self._compiled["_sample_codes"](tf.convert_to_tensor(n, tf.int32), z_seed, tf.convert_to_tensor(temperature, tf.float32))
         params = self.likelihood_params(self.codes_to_latents(codes))
         if mean:
             return self.likelihood.mean(params)
@@ -209,6 +236,10 @@ class VQVAE(LatentVariableModel):
             "anomaly_score": -log_px,
         }
 
+    def _sample_codes(self, n, seed, temperature):
+        # Compiled: the PixelCNN draws in a tf.while_loop of num_latents network passes.
+        return self.prior_layer.sample(n, seed, temperature)
+
     def _codes_batch(self, x):
         return self.posterior_params(x)["codes"]
 
@@ -232,4 +263,6 @@ class VQVAE(LatentVariableModel):
             "ema_decay": quantizer.ema_decay,
             "restart_after": quantizer.restart_after,
             "prior_components": self.prior_components,
+            "prior": self.prior_kind,
+            "prior_options": self.prior_options,
         }
