@@ -14,13 +14,22 @@ Strategies by name:
     there is no GPU): synchronous data parallelism on one machine;
   - "multi-worker": `MultiWorkerMirroredStrategy` over the machines that the standard TF_CONFIG lists,
     with all-reduce collectives (ring on CPU, NCCL on GPU); every worker runs the same program;
-  - "parameter-server": `ParameterServerStrategy` needs a coordinator driving the workers through
-    `ClusterCoordinator.schedule`, which Keras 3's `fit` does not do; `strategy` says so and names what
-    the multi-worker strategy needs instead.
+  - "parameter-server": `ParameterServerStrategy` over TF_CONFIG's "chief", "worker" and "ps" jobs:
+    asynchronous training, variables on the ps tasks, each step scheduled by the chief on a free worker
+    (`ClusterCoordinator.schedule`). Keras 3's `fit` has no coordinator path (its TensorFlow trainer never
+    schedules), so the chief trains with `fit` below, `kerasvae.distribute.fit(model, dataset_fn, ...)`;
+    the worker and ps tasks serve (`serve`) until the launcher stops them:
+
+        strategy = kv.distribute.strategy("parameter-server")   # never returns in a worker or ps task
+        with strategy.scope():
+            model = kv.presets.mlp_vae(input_shape=(28, 28, 1), latent_dim=32)
+            model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        kv.distribute.fit(model, lambda context: kv.data.pipeline(x, seed=None), epochs=30)
 
 The global batch is split over the replicas (a batch of 128 on 4 replicas is 32 per replica), and the
 models weight each replica's loss by its share of the global batch, so the updates are those of one
-device on the same global batch. In a cluster only the chief (`is_chief`) writes the run folder; the
+device on the same global batch. Under the parameter-server strategy a worker is one replica: each step
+is one whole batch, applied as one device would, but asynchronously. In a cluster only the chief (`is_chief`) writes the run folder; the
 others write the same files to private temporary folders, since saving reads the variables through
 collectives that every worker must join.
 """
@@ -42,6 +51,11 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
 )
+PS_TF_CONFIG_EXAMPLE = (
+    'TF_CONFIG=\'{"cluster": {"chief": ["host0:2222"], "worker": ["host1:2222", "host2:2222"], "ps": ["host3:2222"]}, '
+    '"task": {"type": "chief", "index": 0}}\''
+)
+JOIN_EVERY = 16  # steps that `fit` schedules between two waits on the parameter-server cluster
 
 
 def strategy(name="default", devices=None):
@@ -50,7 +64,8 @@ def strategy(name="default", devices=None):
     returns the same one.
 
     Args:
-        name: str. "default", "mirrored", "multi-worker" or "parameter-server".
+        name: str. "default", "mirrored", "multi-worker" or "parameter-server" (in TF_CONFIG's "worker" and
+            "ps" tasks this one serves and never returns; see `serve`).
         devices: list of str or None. Devices of the mirrored strategy; None takes every local GPU, or
             every logical CPU device when there is none (see `split_cpu`).
 
@@ -66,16 +81,31 @@ def strategy(name="default", devices=None):
         return _strategy(name, tuple(devices or [d.name for d in tf.config.list_logical_devices("CPU")]))
     config = cluster()
     if name == "parameter-server":
-        raise ValueError(
-            "the parameter-server strategy needs a coordinator that schedules each step on the workers "
-            "(tf.distribute.coordinator.ClusterCoordinator) and TF_CONFIG with 'chief', 'worker' and 'ps' jobs "
-            f"({'TF_CONFIG has ' + str(sorted(config['cluster'])) if config else 'TF_CONFIG is not set'}); "
-            "Keras 3's fit does not drive one. Use --strategy multi-worker: every machine is a worker, "
-            f"e.g. {TF_CONFIG_EXAMPLE}."
-        )
+        return _parameter_server(config)
     if config is None:
         raise ValueError(f"--strategy multi-worker reads the cluster from TF_CONFIG, which is not set: e.g. {TF_CONFIG_EXAMPLE}.")
     return _strategy(name, ())
+
+
+
+def _parameter_server(config):
+    if config is None:
+        raise ValueError(
+            "--strategy parameter-server reads the cluster from TF_CONFIG, which is not set: it needs 'chief', "
+            f"'worker' and 'ps' jobs, e.g. {PS_TF_CONFIG_EXAMPLE}."
+        )
+    missing = [job for job in ("chief", "worker", "ps") if not config["cluster"].get(job)]
+    if missing:
+        raise ValueError(
+            f"--strategy parameter-server needs TF_CONFIG with 'chief', 'worker' and 'ps' jobs; it has no "
+            f"{' or '.join(repr(job) for job in missing)} job (it has {sorted(config['cluster'])}): "
+            f"e.g. {PS_TF_CONFIG_EXAMPLE}."
+        )
+    if len(config["cluster"]["chief"]) != 1:
+        raise ValueError(f"--strategy parameter-server needs one 'chief' in TF_CONFIG, got {config['cluster']['chief']}.")
+    if config["task"]["type"] != "chief":
+        serve()
+    return _strategy("parameter-server", ())
 
 
 @functools.cache
@@ -84,7 +114,179 @@ def _strategy(name, devices):
     # devices would share keys and abort each other, and a multi-worker strategy can start only once.
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(list(devices))
+    if name == "parameter-server":
+        return tf.distribute.experimental.ParameterServerStrategy(tf.distribute.cluster_resolver.TFConfigClusterResolver())
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def serve():
+    """Run this process's task of the parameter-server cluster in TF_CONFIG ("worker" or "ps") and never
+    return: the task serves the chief, which places variables on the ps tasks and schedules steps on the
+    workers, until the process is killed. The tasks do not stop on their own when the chief finishes; the
+    launcher (a job scheduler, Kubernetes, a script) ends them when the chief's process exits, as TensorFlow
+    leaves it to the launcher. `strategy("parameter-server")` calls it in worker and ps tasks.
+    """
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type not in ("worker", "ps"):
+        raise ValueError(f"serve runs a 'worker' or 'ps' task of TF_CONFIG, not {resolver.task_type!r}.")
+    # As TensorFlow's parameter-server guide sets it: an RPC to a task that is down fails at once, and the
+    # coordinator reschedules the step, instead of hanging.
+    os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+    server = tf.distribute.Server(
+        resolver.cluster_spec(),
+        job_name=resolver.task_type,
+        task_index=resolver.task_id,
+        protocol=resolver.rpc_layer or "grpc",
+        start=True,
+    )
+    server.join()
+
+
+def is_parameter_server(strategy):
+    """Whether `strategy` is a ParameterServerStrategy, which trains through `fit` below, not `Model.fit`."""
+    return isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+
+
+def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto", validation_data=None, initial_epoch=0):
+    """`model.fit` for a model built in a ParameterServerStrategy's scope, run by the chief of the cluster:
+    each step is scheduled (`ClusterCoordinator.schedule`) on whichever worker is free, runs the model's
+    `train_step` there on that worker's own copy of the data, and updates the variables on the ps tasks
+    asynchronously. Callbacks see what `fit` shows them: epochs, logs every few steps (every batch call
+    covers the steps since the last one), validation at each epoch's end, `stop_training`, and Keras's
+    BackupAndRestore resumes as in `fit`. Returns the History.
+
+    Each worker repeats its own copy of the dataset, and an epoch is `steps_per_epoch` steps over all the
+    workers together, so the copies should shuffle differently: pass a function whose shuffles are unseeded
+    (seed=None), which `fit` traces without the global seed. A worker is one replica: a step is one whole
+    batch. XLA does not apply: a step reads variables on other machines. Keras variables add by reading
+    and assigning, which concurrent workers would race on; during `fit` the step count and the metrics'
+    sums add atomically on the ps tasks, so both count every step.
+
+    Args:
+        model: a kerasvae model built and compiled in the strategy's scope.
+        x: a tf.data.Dataset of batches, or a function of a `tf.distribute.InputContext` returning one, run on
+            every worker (the dataset is serialized to every worker; a function builds each worker's own).
+        epochs: int. Last epoch to train (with `initial_epoch`, as in `fit`).
+        steps_per_epoch: int or None. Steps of an epoch; None takes the dataset's number of batches.
+        callbacks: list of keras.callbacks.Callback or None.
+        verbose: "auto", 0, 1 or 2, as in `fit`.
+        validation_data: a tf.data.Dataset of batches or None: evaluated by the chief after every epoch,
+            every batch once, with the logs named "val_<term>".
+        initial_epoch: int. Epoch to start from.
+    """
+    strategy = model.distribute_strategy
+    if not is_parameter_server(strategy):
+        raise ValueError("kerasvae.distribute.fit trains a model built in a ParameterServerStrategy's scope; call model.fit.")
+    if model.jit_compile is True:
+        raise ValueError("XLA (jit_compile, --xla) does not apply under the parameter-server strategy: a step reads "
+                         "variables on other machines; compile the model with jit_compile=False.")
+    dataset_fn = x if callable(x) and not isinstance(x, tf.data.Dataset) else None
+    if steps_per_epoch is None:
+        steps_per_epoch = _cardinality(x if dataset_fn is None else dataset_fn(tf.distribute.InputContext()))
+    if not model.optimizer.built:  # its variables go on the ps tasks, not into a worker's step
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    iterator = iter(coordinator.create_per_worker_dataset(_per_worker(strategy, x, dataset_fn)))
+    verbose = 1 if verbose == "auto" else verbose
+    callbacks = keras.callbacks.CallbackList(
+        callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=model
+    )
+    with _atomic_counters([model.optimizer.iterations, *model.metrics_variables]):
+        return _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data)
+
+
+def _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data):
+    step, test_step = _scheduled_step(model), tf.function(model.test_step, reduce_retracing=True)
+    model.stop_training = False
+    model._initial_epoch = None  # Keras's BackupAndRestore sets it in on_train_begin to resume
+    callbacks.on_train_begin()
+    initial_epoch = model._initial_epoch or initial_epoch
+    # Join every few steps: callbacks see fresh logs and a worker's error surfaces early, while enough steps
+    # stay queued to keep every worker busy.
+    chunk = max(1, min(steps_per_epoch, JOIN_EVERY))
+    logs = {}
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callbacks.on_epoch_begin(epoch)
+        for start in range(0, steps_per_epoch, chunk):
+            end = min(start + chunk, steps_per_epoch)
+            callbacks.on_train_batch_begin(start)
+            for _ in range(start, end):
+                coordinator.schedule(step, args=(iterator,))
+            coordinator.join()
+            logs = _results(model)
+            callbacks.on_train_batch_end(end - 1, logs)
+            if model.stop_training:
+                break
+        if validation_data is not None and not model.stop_training:
+            logs = {**logs, **{f"val_{name}": value for name, value in _evaluate(model, test_step, validation_data).items()}}
+        callbacks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callbacks.on_train_end(logs)
+    return model.history
+
+
+@contextlib.contextmanager
+def _atomic_counters(variables):
+    # A Keras variable adds by reading itself and assigning the sum: two workers adding at once to the step
+    # count or a metric's total on a ps task would lose one addition (a count of 25 for 36 steps). The
+    # tf.Variable underneath adds atomically where it lives, so these variables add through it during `fit`.
+    for variable in variables:
+        variable.assign_add = variable.value.assign_add
+    try:
+        yield
+    finally:
+        for variable in variables:
+            del variable.assign_add
+
+
+def _cardinality(dataset):
+    steps = int(dataset.cardinality())
+    if steps < 0:
+        raise ValueError("kerasvae.distribute.fit needs steps_per_epoch for a dataset of unknown or infinite length.")
+    return steps
+
+
+def _per_worker(strategy, x, dataset_fn):
+    # Every worker repeats its data: a finite dataset would end on one worker while another still has
+    # steps scheduled, and the coordinator cannot move a step elsewhere when its iterator ran out.
+    if dataset_fn is None:
+        return x.repeat()
+
+    def worker_dataset(context):
+        # One traced function builds every worker's dataset. Without a graph seed in it, an unseeded
+        # shuffle (seed=None) draws its seed where it runs: each worker visits the data in its own order,
+        # where the global seed would give them all one order.
+        tf.compat.v1.get_default_graph().seed = None
+        return dataset_fn(context).repeat()
+
+    return lambda: strategy.distribute_datasets_from_function(worker_dataset)
+
+
+def _scheduled_step(model):
+    strategy = model.distribute_strategy
+
+    @tf.function
+    def step(iterator):
+        # The logs stay on the worker: the trackers, on the ps tasks, gather every worker's terms.
+        strategy.run(model.train_step, args=(next(iterator),))
+
+    return step
+
+
+def _results(model):
+    return {name: float(value) for name, value in model.get_metrics_result().items()}
+
+
+def _evaluate(model, test_step, dataset):
+    # The chief evaluates, reading the variables from the ps tasks: every batch exactly once, which
+    # workers each repeating their own copy could not promise.
+    model.reset_metrics()
+    for batch in dataset:
+        test_step(batch)
+    return _results(model)
 
 
 def cluster():

@@ -60,12 +60,20 @@ def gathered():
     run = strategy.run(lambda t: (kv.models.base.all_replicas(t), kv.models.base.batch_share(t)), args=(batch,))
     return [[r.numpy().tolist() for r in strategy.experimental_local_results(part)] for part in run]
 
+def replica_seeds():
+    strategy = kv.distribute.strategy("mirrored")
+    with strategy.scope():
+        generator = keras.random.SeedGenerator(0)
+    seeds = strategy.run(tf.function(lambda: kv._tfp.stateless_seed(generator)))
+    return [s.numpy().tolist() for s in strategy.experimental_local_results(seeds)]
+
 def split(n, batch_size):
     strategy = kv.distribute.strategy("mirrored")
     dataset = kv.distribute.shard(tf.data.Dataset.range(n).batch(batch_size), strategy=strategy)
     return [[int(t.shape[0]) for t in strategy.experimental_local_results(b)] for b in strategy.experimental_distribute_dataset(dataset)]
 
 print(json.dumps({"replicas": kv.distribute.strategy("mirrored").num_replicas_in_sync, "gathered": gathered(),
+                  "replica_seeds": replica_seeds(),
                   "splits": {n: split(n, 4) for n in (9, 10)},
                   **{f"{family}_{name}": train(family, kv.distribute.strategy(name))
                      for family in ("vae", "vq") for name in ("default", "mirrored")}}))
@@ -89,6 +97,16 @@ def test_replicas_gather_the_global_batch_and_weight_their_share(mirrored):
     assert mirrored["splits"] == {"10": [[2, 2], [2, 2], [1, 1]], "9": [[2, 2], [2, 2]]}
 
 
+def test_replicas_draw_their_own_noise_and_one_device_keeps_its_seeds(mirrored):
+    # A SeedGenerator advances in step on every replica; each replica's seed folds in its id, so replicas
+    # draw other noise for their examples. Without a strategy the generator's seed is kept bit for bit.
+    first, second = mirrored["replica_seeds"]
+    assert first != second
+    generator, reference = keras.random.SeedGenerator(7), keras.random.SeedGenerator(7)
+    for _ in range(3):
+        np.testing.assert_array_equal(kv._tfp.stateless_seed(generator), tf.cast(reference.next(), tf.int32))
+
+
 def test_mirrored_vq_vae_trains_exactly_as_one_device(mirrored):
     # A VQ-VAE draws no noise: on 2 replicas every loss term, the perplexity of the global batch's codes and
     # the EMA cluster sizes follow the one-device run to float rounding. Replicas updating the codebook from
@@ -106,8 +124,8 @@ def test_mirrored_follows_the_one_device_loss_trajectory(mirrored, family):
     # (the VAE's KL warm-up reads the count)
     assert single["iterations"] == replicated["iterations"] == 2 * 12
     for name in ("loss", "reconstruction"):
-        # Within 2%: the VAE's replicas draw other reparameterization noise than one device (0.7% apart
-        # here, as far as two noise seeds on one device).
+        # Within 2%: the VAE's replicas draw other reparameterization noise than one device, each replica its
+        # own (0.7% apart here, as far as two noise seeds on one device).
         np.testing.assert_allclose(replicated["history"][name], single["history"][name], rtol=0.02, err_msg=name)
     assert single["history"]["loss"][-1] < single["history"]["loss"][0]
     assert replicated["replicas_agree"]  # every non-trainable variable (codebook, EMA sums, seeds) is one value
@@ -123,14 +141,14 @@ def free_ports(n):
     return ports
 
 
-def launch_workers(out, epochs, logs):
+def launch_workers(out, epochs, logs, extra=()):
     """Two `kerasvae train --strategy multi-worker` processes on loopback, as two machines would run them."""
     hosts = [f"localhost:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
         command = [sys.executable, "-m", "kerasvae.cli", "train", "--strategy", "multi-worker", "--dataset", "digits",
-                   "--epochs", str(epochs), "--latent-dim", "4", "--batch-size", "256", "--out", str(out)]
+                   "--epochs", str(epochs), "--latent-dim", "4", "--batch-size", "256", "--out", str(out), *extra]
         path = logs / f"worker{index}-{time.monotonic_ns()}.log"
         with open(path, "w") as log:  # the child keeps its own handle
             env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
@@ -183,6 +201,62 @@ def test_multi_worker_run_survives_a_killed_worker_and_resumes(tmp_path, digits)
     assert test_loss < history["val_loss"][0]
 
 
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="XLA has collectives on GPUs")
+def test_multi_worker_xla_on_cpus_says_why_it_cannot_run(tmp_path):
+    # TensorFlow has no XLA collectives for CPU devices: both workers stop before the first step with the
+    # reason, not with a tf2xla conversion failure from inside it.
+    for code, log in finish(launch_workers(tmp_path / "run", 1, tmp_path, extra=["--xla"]), timeout=120):
+        assert code == 2 and "XLA cannot compile the multi-worker strategy's collectives on CPUs" in log, log[-3000:]
+
+
+def ps_config(drop, task="chief"):
+    """A parameter-server TF_CONFIG without the job `drop`, for the task `task` 0."""
+    jobs = {"chief": ["localhost:0"], "worker": ["localhost:0", "localhost:0"], "ps": ["localhost:0"]}
+    return {"cluster": {job: hosts for job, hosts in jobs.items() if job != drop}, "task": {"type": task, "index": 0}}
+
+
+def test_parameter_server_run_trains_on_two_workers_and_one_ps(tmp_path, digits):
+    # 1 ps + 2 workers + the chief on loopback, each the same `kerasvae train --strategy parameter-server`: the
+    # ps and the workers serve (until killed, as a launcher would), the chief schedules the steps and writes
+    # the run folder.
+    ports = free_ports(4)
+    jobs = {"chief": [f"localhost:{ports[0]}"], "worker": [f"localhost:{p}" for p in ports[1:3]], "ps": [f"localhost:{ports[3]}"]}
+    out, epochs = tmp_path / "run", 2
+    command = [sys.executable, "-m", "kerasvae.cli", "train", "--strategy", "parameter-server", "--dataset", "digits",
+               "--epochs", str(epochs), "--latent-dim", "4", "--batch-size", "64", "--out", str(out)]
+    processes = []
+    try:
+        for task, index in (("ps", 0), ("worker", 0), ("worker", 1), ("chief", 0)):
+            path = tmp_path / f"{task}{index}.log"
+            with open(path, "w") as log:
+                env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": jobs, "task": {"type": task, "index": index}})}
+                processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), path))
+        (code, log), servers = finish(processes[-1:], timeout=240)[0], processes[:-1]
+        assert code == 0, log[-3000:]
+        assert all(process.poll() is None for process, _ in servers)  # they serve until the launcher ends them
+    finally:
+        for process, _ in processes:
+            process.kill()
+            process.wait()
+    history = json.loads((out / "history.json").read_text())
+    assert all(len(values) == epochs for values in history.values())
+    assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
+    # Each tracker adds every worker's steps atomically on the ps: the logged terms add up.
+    np.testing.assert_allclose(history["elbo"], -np.add(history["reconstruction"], history["kl"]), rtol=1e-4)
+    config = json.loads((out / "config.json").read_text())
+    assert config["strategy"] == "parameter-server" and not (out / "backup").exists()
+    model = kv.saving.load_model(out / "model.keras")
+    test_loss = -float(np.mean(model.elbo(digits[2], seed=0)))
+    assert test_loss == pytest.approx(history["val_loss"][-1], rel=0.05)
+
+
+def test_distribute_fit_needs_a_parameter_server_model(digits):
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=4, hidden=(16,), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    with pytest.raises(ValueError, match="ParameterServerStrategy's scope; call model.fit"):
+        kv.distribute.fit(model, kv.data.pipeline(digits[0], batch_size=64))
+
+
 @pytest.mark.parametrize(
     "args, environment, message",
     [
@@ -191,6 +265,8 @@ def test_multi_worker_run_survives_a_killed_worker_and_resumes(tmp_path, digits)
         (["--strategy", "multi-worker"], {"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}'},
          "task index 3"),
         (["--strategy", "parameter-server"], {}, "'chief', 'worker' and 'ps' jobs"),
+        (["--strategy", "parameter-server"], {"TF_CONFIG": json.dumps(ps_config(drop="ps"))}, "it has no 'ps' job"),
+        (["--strategy", "parameter-server"], {"TF_CONFIG": json.dumps(ps_config(drop="chief", task="worker"))}, "it has no 'chief' job"),
     ],
 )
 def test_strategies_that_cannot_start_say_what_they_need(args, environment, message, tmp_path, monkeypatch, capsys):
