@@ -20,6 +20,7 @@ from kerasvae import evaluation  # noqa: E402
 from kerasvae import likelihoods  # noqa: E402
 from kerasvae import networks  # noqa: E402
 from kerasvae import objectives  # noqa: E402
+from kerasvae import optimizers  # noqa: E402
 from kerasvae import posteriors  # noqa: E402
 from kerasvae import presets  # noqa: E402
 from kerasvae import pretraining  # noqa: E402
@@ -43,13 +44,17 @@ __all__ = [
     "corruptions",
     "data",
     "distribute",
+    "evaluation",
     "likelihoods",
     "networks",
     "objectives",
+    "optimizers",
     "posteriors",
     "presets",
+    "pretraining",
     "priors",
     "quantizers",
+    "saving",
     "serving",
     "sparsity",
 ]

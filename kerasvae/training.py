@@ -10,6 +10,7 @@ local GPU, or on every worker of a cluster.
 """
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasvae import data, distribute, plots, presets, saving
+from kerasvae import data, distribute, optimizers, plots, presets, saving
 
 # Settings that may change when a crashed run is resumed; any other change needs a fresh run folder.
 RESUMABLE_CHANGES = ("epochs", "strategy", "num_replicas", "xla")
@@ -173,9 +174,11 @@ def train_run(
     ValueError saying which terms and what to change.
 
     Args:
-        strategy: str or tf.distribute.Strategy. "default", "mirrored" or "multi-worker" (see
-            kerasvae.distribute); `batch_size` is the global batch, split over the replicas. In a cluster
-            every worker makes the same call; the chief writes `out`, the others a temporary folder.
+        strategy: str or tf.distribute.Strategy. "default", "mirrored", "multi-worker" or "parameter-server"
+            (see kerasvae.distribute); `batch_size` is the global batch, split over the replicas. In a cluster
+            every worker makes the same call; the chief writes `out`, the others a temporary folder. Under
+            "parameter-server" the worker and ps tasks serve and never return (the launcher stops them),
+            and the chief trains through `kerasvae.distribute.fit`.
         precision: str. "float32", "mixed_float16" or "mixed_bfloat16" (kerasvae.distribute.precision).
         xla: bool or None. Compile the train step with XLA; None lets Keras choose (on with a GPU).
     """
@@ -190,12 +193,17 @@ def train_run(
     train_ds = data.pipeline(x_train, binarize=binarize, batch_size=batch_size, shuffle=True, seed=seed)
     val_ds = data.pipeline(x_test, binarize=binarize and "static", batch_size=batch_size, shuffle=False, seed=seed)
     train_ds, val_ds = (distribute.shard(ds, strategy=strat) for ds in (train_ds, val_ds))
+    parameter_server = distribute.is_parameter_server(strat)
+    if parameter_server:  # each worker builds its own pipeline, shuffled its own way (see distribute.fit)
+        x_fit, mode = (data.binarize_static(x_train, seed), None) if binarize == "static" else (x_train, binarize)
+        train_ds = lambda context: data.pipeline(x_fit, binarize=mode, batch_size=batch_size, seed=None)
+        xla = bool(xla)  # XLA cannot compile steps that read variables on other machines
     options = {"input_shape": x_train.shape[1:], "seed": seed}
     if latent_dim:
         options["latent_dim"] = int(latent_dim)
     with distribute.precision(precision), strat.scope():
         vae = presets.get(model)(**options)
-        vae.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile="auto" if xla is None else bool(xla))
+        vae.compile(optimizer=optimizers.Adam(learning_rate), jit_compile="auto" if xla is None else bool(xla))
     config = {
         "model": model,
         "dataset": str(dataset),
@@ -225,7 +233,9 @@ def train_run(
         ]
         if verbose == "auto":  # a progress bar for a person, one line per epoch for logs
             verbose = 1 if sys.stdout.isatty() else 2
-        vae.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+        # The pipeline shuffles; fit's own shuffle=True only makes Keras warn that it ignores it for datasets.
+        fit = functools.partial(distribute.fit, vae) if parameter_server else functools.partial(vae.fit, shuffle=False)
+        fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=callbacks, verbose=verbose)
         if guard.diverged:
             shutil.rmtree(folder / "backup", ignore_errors=True)  # the run is over: a rerun starts afresh
             raise ValueError(guard.message(learning_rate, precision))

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kerasvae import objectives
+from kerasvae import objectives, optimizers
 from kerasvae._tfp import stateless_seed
 
 LAYER_ARGUMENTS = ("encoder", "decoder", "likelihood", "prior", "posterior", "sparsity", "corruption")
@@ -185,6 +185,19 @@ class LatentVariableModel(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    def compile(self, optimizer="adam", **kwargs):
+        """Keras's `compile`; the default optimizer (and the string "adam") is kerasvae's fused Adam
+        (kerasvae.optimizers.Adam: Keras's Adam, with its update in one TensorFlow kernel per variable). The
+        loss is the model's own: leave `loss` unset."""
+        super().compile(optimizer=optimizers.get(optimizer), **kwargs)
+
+    def compile_from_config(self, config):
+        # What load_model calls. Keras's own version skips models that override compile (ours only picks
+        # the default optimizer), which would load them uncompiled, without their optimizer's state.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
@@ -248,6 +261,15 @@ class LatentVariableModel(keras.Model):
 
     def _multi_worker_function(self, step):
         strategy = self.distribute_strategy
+        if self.jit_compile and not self.run_eagerly:
+            if not tf.config.list_logical_devices("GPU"):
+                raise ValueError(
+                    "XLA cannot compile the multi-worker strategy's collectives on CPUs (TensorFlow has no XLA "
+                    "collectives for CPU devices): train without --xla (jit_compile=False), or on GPUs."
+                )
+            # XLA compiles the replica's step, as Keras's trainer does; reading the distributed iterator and
+            # reducing the logs across workers around it are ops that XLA cannot compile.
+            step = tf.function(step, reduce_retracing=True, jit_compile=True)
 
         def one_step(iterator):
             # get_next on a distributed iterator is synchronous across workers: a worker whose shard ran
@@ -256,7 +278,7 @@ class LatentVariableModel(keras.Model):
             return tf.nest.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), logs)
 
         if not self.run_eagerly:
-            one_step = tf.function(one_step, reduce_retracing=True, jit_compile=self.jit_compile)
+            one_step = tf.function(one_step, reduce_retracing=True)
 
         def function(iterator):
             for _ in range(self.steps_per_execution):

@@ -1,0 +1,57 @@
+"""The fused Adam is Keras's Adam: same updates on the same gradients, same config, same handling of
+what surrounds the update (schedules, clipping); and the models compile with it by default."""
+
+import keras
+import numpy as np
+import pytest
+
+import kerasvae as kv
+from kerasvae import optimizers
+
+
+def _trajectory(optimizer, steps=5):
+    rng = np.random.default_rng(0)
+    weights = [keras.Variable(rng.normal(size=(6, 3)).astype("float32")), keras.Variable(np.zeros(3, "float32"))]
+    for _ in range(steps):
+        optimizer.apply([rng.normal(size=w.shape).astype("float32") for w in weights], weights)
+    return [np.asarray(w) for w in weights]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"learning_rate": 0.01}, {"learning_rate": 0.01, "beta_1": 0.5, "epsilon": 1e-3}, {"learning_rate": 0.05, "clipnorm": 0.5},
+     {"learning_rate": keras.optimizers.schedules.ExponentialDecay(0.01, 2, 0.5)}, {"learning_rate": 0.01, "amsgrad": True}],
+)
+def test_fused_adam_makes_kerass_updates(options):
+    fused = _trajectory(optimizers.Adam(**options))
+    reference = _trajectory(keras.optimizers.Adam(**options))
+    for a, b in zip(fused, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(reference[0], _trajectory(keras.optimizers.SGD(0.0))[0])  # the updates did move the weights
+
+
+def test_models_compile_with_the_fused_adam_by_default():
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,))
+    model.compile()
+    assert type(model.optimizer) is optimizers.Adam and float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    model.compile(optimizer="adam")
+    assert type(model.optimizer) is optimizers.Adam
+    model.compile(optimizer="sgd")
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizers.Adam(2e-3)))
+    assert type(restored) is optimizers.Adam and restored.get_config()["learning_rate"] == pytest.approx(2e-3)
+
+
+
+def test_a_saved_model_loads_compiled_with_its_optimizer_state(tmp_path):
+    x = (np.random.default_rng(0).random((64, 8, 8, 1)) > 0.5).astype("float32")
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0)
+    model.compile(optimizer=optimizers.Adam(2e-3))
+    model.fit(x, epochs=2, batch_size=16, verbose=0)
+    model.save(tmp_path / "model.keras")
+    restored = kv.saving.load_model(tmp_path / "model.keras")
+    assert type(restored.optimizer) is optimizers.Adam and int(restored.optimizer.iterations) == 8
+    for a, b in zip(restored.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    restored.fit(x, epochs=1, batch_size=16, verbose=0)
+    assert int(restored.optimizer.iterations) == 12
