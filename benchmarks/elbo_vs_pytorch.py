@@ -25,7 +25,7 @@ def kerasvae_side(epochs, latent_dim):
     with tempfile.TemporaryDirectory() as out:
         start = time.time()
         model, history = training.train_run(
-            out, "vae", "fashion_mnist", "dynamic", epochs, latent_dim, 128, 1e-3, seed=0, figures=False
+            out, "mlp_vae", "fashion_mnist", "dynamic", epochs, latent_dim, 128, 1e-3, seed=0, figures=False
         )
         seconds = time.time() - start
     x_test, _ = training.test_images({"dataset": "fashion_mnist", "binarize": "dynamic", "seed": 0})

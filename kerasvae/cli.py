@@ -56,7 +56,7 @@ def _demo(args):
     start = time.time()
     print(f"kerasvae demo: training the classic VAE on {dataset} (dynamic binarization) into {out}/")
     model, history = training.train_run(
-        out, model="vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
+        out, model="mlp_vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
         latent_dim=32 if dataset == "fashion_mnist" else 8, verbose=2,
     )
     x, _ = training.test_images(json.loads((out / "config.json").read_text()), limit=1000)
@@ -141,7 +141,8 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="run folder (a crashed run's folder resumes it)")
     train.add_argument("--strategy", default="default", choices=STRATEGIES,
-                       help="tf.distribute strategy; multi-worker reads TF_CONFIG; --batch-size is the global batch")
+                       help="tf.distribute strategy; multi-worker and parameter-server read TF_CONFIG (a parameter-server "
+                       "worker or ps task serves until killed; the chief trains); --batch-size is the global batch")
     train.add_argument("--precision", default="float32", choices=PRECISIONS, help="Keras dtype policy")
     train.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the train step with XLA (default: Keras's choice, on with a GPU)")
