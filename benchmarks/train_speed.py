@@ -14,7 +14,7 @@ Arms: torch (benchmarks/torch_reference_vae.py's model and loop, torch.set_num_t
 `kv.optimizers.Adam(1e-3)`); keras_adam (the same with `keras.optimizers.Adam(1e-3)`);
 spe10 (steps_per_execution=10); jit
 (jit_compile=True, XLA); bf16 (keras mixed_bfloat16 policy; losses and distributions stay float32);
-bf16jit (both);
+bf16jit (both); levers combine with '+', e.g. bf16+spe10;
 conv (`kv.presets.conv_vae`, for scale). Prints one JSON object.
 """
 
@@ -48,16 +48,21 @@ def keras_worker(arm, limit, batch_size):
 
     import kerasvae as kv
 
-    if arm.startswith("bf16"):
+    levers = set(arm.split("+"))  # e.g. "bf16+spe10": several levers at once
+    if levers & {"bf16", "bf16jit"}:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     split = "train" if limit is None else f"train[:{limit}]"
     data = kv.data.load("fashion_mnist", split, binarize="dynamic", batch_size=batch_size, seed=0)
     count = sum(int(batch.shape[0]) for batch in data)
-    model = kv.presets.conv_vae(seed=0) if arm == "conv" else kv.presets.mlp_vae(seed=0)
-    options = {"spe10": {"steps_per_execution": 10}, "jit": {"jit_compile": True}, "bf16jit": {"jit_compile": True}}.get(arm, {})
+    model = kv.presets.conv_vae(seed=0) if "conv" in levers else kv.presets.mlp_vae(seed=0)
+    options = {}
+    if "spe10" in levers:
+        options["steps_per_execution"] = 10
+    if levers & {"jit", "bf16jit"}:
+        options["jit_compile"] = True
     # "keras_adam" passes Keras's own Adam; every other arm takes the models' default, kerasvae's fused Adam
     # (kerasvae.optimizers.Adam, learning rate 1e-3).
-    model.compile(optimizer=keras.optimizers.Adam(1e-3) if arm == "keras_adam" else kv.optimizers.Adam(1e-3), **options)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3) if "keras_adam" in levers else kv.optimizers.Adam(1e-3), **options)
     return lambda: model.fit(data, epochs=1, verbose=0), count
 
 
