@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from kerasvae import objectives
+from kerasvae._tfp import tfd
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -69,9 +70,9 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
 
         log p(x) ~= logsumexp_i [log p(x|z_i) + log N(z_i; 0, I) - log q(z_i|x)] - log k,  z_i ~ q(z|x),
 
-    computed here from the signatures' outputs alone (the likelihood with TensorFlow's element-wise
-    kernels, the rest in float64 numpy), independently of the model's own code: it checks that an exported
-    model carries the likelihood the Python model was evaluated with.
+    with TFP distributions built from the signatures' outputs alone and the estimator of
+    kerasvae.objectives, independently of the model's networks and heads: it checks that an exported model
+    carries the likelihood the Python model was evaluated with.
 
     Args:
         saved_model: a SavedModel directory (e.g. `saved_models/<name>/<version>`) or a loaded SavedModel.
@@ -91,46 +92,33 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
     nll = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
-        posterior = {name: value.numpy().astype(np.float64) for name, value in encode(x=tf.constant(xb)).items()}
+        posterior = encode(x=tf.constant(xb))
         if set(posterior) != {"loc", "scale"}:
             raise ValueError(f"saved_model_nll needs a Gaussian-posterior encode (loc, scale), got {sorted(posterior)}.")
-        loc, scale = posterior["loc"], posterior["scale"]
-        x_flat = xb.reshape(len(xb), -1).astype(np.float32)
-        log_weights = []
-        for k in _chunks(num_samples, chunk_size):
-            eps = rng.standard_normal((k, *loc.shape))
-            z = loc + scale * eps
-            decoded = decode(z=tf.constant(z.reshape(-1, loc.shape[-1]), tf.float32))
-            log_px_given_z = _log_likelihood(decoded, x_flat).reshape(k, len(xb))
-            log_prior = -0.5 * np.sum(z**2, axis=-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
-            log_q = -0.5 * np.sum(eps**2, axis=-1) - np.sum(np.log(scale), axis=-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
-            log_weights.append(log_px_given_z + log_prior - log_q)
-        log_weights = np.concatenate(log_weights)
-        top = np.max(log_weights, axis=0)
-        nll.append(-(top + np.log(np.mean(np.exp(log_weights - top), axis=0))))
-    return np.concatenate(nll) if nll else np.zeros([0])
+        q = tfd.MultivariateNormalDiag(posterior["loc"], posterior["scale"])
+        prior = tfd.MultivariateNormalDiag(tf.zeros_like(posterior["loc"]))
+        x_flat = xb.reshape(len(xb), -1)
+
+        def log_weights(k, q=q, prior=prior, x_flat=x_flat):
+            z = q.mean() + q.stddev() * rng.standard_normal((k, *q.batch_shape, q.event_shape[0])).astype(np.float32)
+            decoded = decode(z=tf.reshape(z, [-1, q.event_shape[0]]))
+            log_px_given_z = tf.reshape(_likelihood(decoded).log_prob(np.tile(x_flat, (k, 1))), [k, len(x_flat)])
+            return objectives.log_importance_weights(log_px_given_z, prior.log_prob(z), q.log_prob(z))
+
+        nll.append(-objectives.importance_weighted_log_likelihood(log_weights, num_samples, chunk_size).numpy())
+    return np.concatenate(nll) if nll else np.zeros([0], np.float32)
 
 
-def _chunks(total, size):
-    return [min(size, total - start) for start in range(0, total, size)]
-
-
-def _log_likelihood(decoded, x_flat):
-    """log p(x|z) [k * n] from a decode signature's outputs, x_flat [n, d] repeated over the k samples
-    (TensorFlow's element-wise kernels: the decoded batch is large, numpy would be the slow part)."""
+def _likelihood(decoded):
+    """p(x|z) over flattened examples [k * n, d] from a decode signature's outputs."""
     import tensorflow as tf
 
     def flat(name):
         return tf.reshape(decoded[name], [tf.shape(decoded[name])[0], -1])
 
     if "logits" in decoded:
-        logits = flat("logits")
-        x_rep = tf.tile(tf.constant(x_flat, tf.float32), [logits.shape[0] // len(x_flat), 1])
-        return -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x_rep, logits=logits), axis=-1).numpy().astype(np.float64)
+        return tfd.Independent(tfd.Bernoulli(logits=flat("logits"), dtype=tf.float32), 1)
     if "loc" in decoded and "scale" in decoded:
         loc = flat("loc")
-        scale = tf.broadcast_to(flat("scale"), tf.shape(loc))
-        x_rep = tf.tile(tf.constant(x_flat, tf.float32), [loc.shape[0] // len(x_flat), 1])
-        log_density = -0.5 * tf.square((x_rep - loc) / scale) - tf.math.log(scale) - 0.5 * math.log(2 * math.pi)
-        return tf.reduce_sum(log_density, axis=-1).numpy().astype(np.float64)
+        return tfd.Independent(tfd.Normal(loc, tf.broadcast_to(flat("scale"), tf.shape(loc))), 1)
     raise ValueError(f"saved_model_nll knows Bernoulli (logits) and Gaussian (loc, scale) decoders, got {sorted(decoded)}.")
