@@ -246,18 +246,19 @@ class LatentVariableModel(keras.Model):
                 self.optimizer.build(self.trainable_variables)
 
     def make_train_function(self, force=False):
-        if not _multi_worker(self.distribute_strategy):
-            return super().make_train_function(force)
-        if self.train_function is None or force:
-            self.train_function = self._multi_worker_function(self.train_step)
-        return self.train_function
+        return self._step_function("train_function", self.train_step, super().make_train_function, force)
 
     def make_test_function(self, force=False):
+        return self._step_function("test_function", self.test_step, super().make_test_function, force)
+
+    def _step_function(self, attribute, step, make_keras_function, force):
+        """Keras's train/test function, or under the multi-worker strategy ours around `step`, cached in
+        `attribute` as Keras caches its own."""
         if not _multi_worker(self.distribute_strategy):
-            return super().make_test_function(force)
-        if self.test_function is None or force:
-            self.test_function = self._multi_worker_function(self.test_step)
-        return self.test_function
+            return make_keras_function(force)
+        if getattr(self, attribute) is None or force:
+            setattr(self, attribute, self._multi_worker_function(step))
+        return getattr(self, attribute)
 
     def _multi_worker_function(self, step):
         strategy = self.distribute_strategy
