@@ -52,3 +52,19 @@ def assert_same_outputs(model, reloaded, x):
     np.testing.assert_allclose(model.reconstruct(x), reloaded.reconstruct(x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.elbo(x, seed=3), reloaded.elbo(x, seed=3), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(model.sample(4, seed=5), reloaded.sample(4, seed=5), rtol=1e-5, atol=1e-6)
+
+
+def predict_request(name, signature, inputs, version=None):
+    """A TF Serving PredictRequest; inputs are arrays, or TensorProtos passed as they are (malformed ones too)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value))
+    return request

@@ -24,12 +24,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import DIGITS_SHAPE, small_vae
+from conftest import DIGITS_SHAPE, predict_request, small_vae
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
@@ -82,17 +81,6 @@ def served(booting_server):
     yield {**booting_server, "grpc": grpc_target, "rest": rest_target, "channel": channel,
            "stub": prediction_service_pb2_grpc.PredictionServiceStub(channel)}
     channel.close()
-
-
-def predict_request(name, signature, inputs, version=None):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value))
-    return request
 
 
 def status_of(call, request):

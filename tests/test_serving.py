@@ -21,12 +21,11 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
 import kerasvae as kv
-from conftest import fit, small_vae
+from conftest import fit, predict_request, small_vae
 from kerasvae.export.savedmodel import SIGNATURES, export_savedmodel
 
 X = np.random.default_rng(0).random((5, 8, 8, 1)).astype(np.float32)
@@ -76,14 +75,7 @@ def stub(target):
 
 
 def raw_predict(target, model, signature, inputs, version=None):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    response = stub(target).Predict(request, timeout=30)
+    response = stub(target).Predict(predict_request(model, signature, inputs, version), timeout=30)
     return response, {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
 
 
