@@ -7,15 +7,14 @@ median samples/s and its ratio to the PyTorch arm. Alternating cancels most of t
 machine; the ratios, not the absolute numbers, are the result.
 
     python benchmarks/train_speed.py --torch-python /work/torchvenv/bin/python [--rounds 5] [--limit 30000]
-        [--arms torch,default,keras_adam,spe10,jit,bf16,bf16jit,conv]
+        [--arms torch,default,spe1,keras_adam+spe1,spe50,jit,bf16,bf16jit,conv]
 
 Arms: torch (benchmarks/torch_reference_vae.py's model and loop, torch.set_num_threads(2)); default
-(`kv.presets.mlp_vae` + compile + fit, as a user writes it, with the models' default optimizer, the fused
-`kv.optimizers.Adam(1e-3)`); keras_adam (the same with `keras.optimizers.Adam(1e-3)`);
-spe10 (steps_per_execution=10); jit
-(jit_compile=True, XLA); bf16 (keras mixed_bfloat16 policy; losses and distributions stay float32);
-bf16jit (both); levers combine with '+', e.g. bf16+spe10;
-conv (`kv.presets.conv_vae`, for scale). Prints one JSON object.
+(`kv.presets.mlp_vae` + compile + fit, as a user writes it, with the models' compile defaults: the fused
+`kv.optimizers.Adam(1e-3)` and steps_per_execution=10); keras_adam (`keras.optimizers.Adam(1e-3)` instead);
+speN (steps_per_execution=N; spe1 is Keras's default); jit (jit_compile=True, XLA); bf16 (keras
+mixed_bfloat16 policy; losses and distributions stay float32); bf16jit (both); levers combine with '+',
+e.g. keras_adam+spe1 is plain Keras; conv (`kv.presets.conv_vae`, for scale). Prints one JSON object.
 """
 
 import argparse
@@ -56,8 +55,9 @@ def keras_worker(arm, limit, batch_size):
     count = sum(int(batch.shape[0]) for batch in data)
     model = kv.presets.conv_vae(seed=0) if "conv" in levers else kv.presets.mlp_vae(seed=0)
     options = {}
-    if "spe10" in levers:
-        options["steps_per_execution"] = 10
+    for lever in levers:
+        if lever.startswith("spe"):
+            options["steps_per_execution"] = int(lever[3:])
     if levers & {"jit", "bf16jit"}:
         options["jit_compile"] = True
     # "keras_adam" passes Keras's own Adam; every other arm takes the models' default, kerasvae's fused Adam
@@ -82,7 +82,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--limit", type=int, default=30000, help="training images per epoch")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--arms", default="torch,default,keras_adam,spe10,bf16")
+    parser.add_argument("--arms", default="torch,default,spe1,keras_adam+spe1,bf16")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
