@@ -101,14 +101,36 @@ def test_one_step_changes_every_trainable_weight():
     assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
 
 
+def test_ten_steps_per_execution_by_default_train_exactly_as_one(digits):
+    """compile() runs ten train steps per call into TensorFlow by default; the steps, their noise and the
+    epoch's logs are those of Keras's one step per call, also for an epoch of 23 batches (not a multiple)."""
+    x = digits[0][:1440]  # 23 batches of 64: two calls of ten steps and one of three
+    results = []
+    for options in ({}, {"steps_per_execution": 1}):
+        keras.utils.set_random_seed(0)
+        model = small_vae()
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), **options)
+        history = model.fit(x, epochs=2, batch_size=64, shuffle=False, verbose=0).history
+        results.append((model.steps_per_execution, int(model.optimizer.iterations.numpy()), history, model.get_weights()))
+    (spe, steps, history, weights), (spe_one, steps_one, history_one, weights_one) = results
+    assert (spe, spe_one) == (10, 1) and steps == steps_one == 46
+    for name in history:
+        np.testing.assert_allclose(history[name], history_one[name], rtol=1e-5)
+    for w, w_one in zip(weights, weights_one):
+        np.testing.assert_allclose(w, w_one, rtol=1e-4, atol=1e-6)
+
+
 def test_elbo_below_iwae_estimates_below_zero_with_the_gap_shrinking(trained_vae, binary_digits):
     x = binary_digits[2][:300]
     elbo = np.mean([trained_vae.elbo(x, seed=s) for s in range(20)])
     estimates = [np.mean(trained_vae.log_likelihood(x, num_samples=k, seed=k)) for k in (1, 10, 100, 1000)]
     assert estimates[0] == pytest.approx(elbo, abs=0.5)  # k = 1 is the ELBO
-    assert elbo < estimates[1] < estimates[2] < estimates[3] < 0
+    # The bound rises with k in expectation only: once it has nearly converged (k = 100 -> 1000 gains
+    # thousandths of a nat here), Monte Carlo noise of about 0.01 nats decides the sign of the last step.
+    noise = 0.02
+    assert elbo < estimates[1] < estimates[2] < estimates[3] + noise and estimates[3] < 0, estimates
     gaps = np.diff(estimates)
-    assert gaps[0] > gaps[1] > gaps[2] > 0
+    assert gaps[0] > gaps[1] > gaps[2] - noise and gaps[2] > -noise, gaps
 
 
 def test_vae_loss_terms_recompose_the_elbo_by_hand(trained_vae, binary_digits):
