@@ -154,10 +154,10 @@ def train_run(
     model="vae",
     dataset="digits",
     binarize=None,
-    epochs=10,
+    epochs=None,
     latent_dim=None,
-    batch_size=128,
-    learning_rate=1e-3,
+    batch_size=None,
+    learning_rate=None,
     seed=0,
     verbose="auto",
     figures=True,
@@ -174,6 +174,7 @@ def train_run(
     ValueError saying which terms and what to change.
 
     Args:
+        epochs, batch_size, learning_rate: None takes the preset's (kerasvae.presets.training_defaults).
         strategy: str or tf.distribute.Strategy. "default", "mirrored", "multi-worker" or "parameter-server"
             (see kerasvae.distribute); `batch_size` is the global batch, split over the replicas. In a cluster
             every worker makes the same call; the chief writes `out`, the others a temporary folder. Under
@@ -183,6 +184,10 @@ def train_run(
         xla: bool or None. Compile the train step with XLA; None lets Keras choose (on with a GPU).
     """
     out = Path(out)
+    tuned = presets.training_defaults(model)
+    epochs = tuned["epochs"] if epochs is None else epochs
+    batch_size = tuned["batch_size"] if batch_size is None else batch_size
+    learning_rate = tuned["learning_rate"] if learning_rate is None else learning_rate
     # First: the multi-worker strategy sets up TensorFlow's runtime for the cluster before any op runs.
     strat = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
     chief = distribute.is_chief(strat)

@@ -108,3 +108,35 @@ def test_info_reports_devices_versions_and_acceleration(capsys):
     assert info["cpu_bfloat16"] == ("avx512_bf16" in flags or "amx_bf16" in flags)
     if not info["gpus"]:  # bfloat16 where the CPU multiplies it natively (AVX512_BF16, AMX), else float32
         assert info["suggested_precision"] == ("mixed_bfloat16" if info["cpu_bfloat16"] else "float32")
+
+
+def test_the_presets_training_defaults_fill_what_the_command_leaves_unset(tmp_path, monkeypatch):
+    import doctest
+
+    from kerasvae import presets
+
+    assert doctest.testmod(presets).failed == 0
+    assert presets.training_defaults("vae-best")["epochs"] == 80 and presets.training_defaults("mlp_vae")["epochs"] == 10
+    with pytest.raises(ValueError, match="Unknown model"):
+        presets.training_defaults("transformer")
+    monkeypatch.setitem(presets.TRAINING, "mlp_vae", {"epochs": 2, "batch_size": 500})
+    base = ["train", "--model", "mlp-vae", "--dataset", "digits", "--latent-dim", "2"]
+    assert cli.main([*base, "--out", str(tmp_path / "tuned")]) == 0
+    assert cli.main([*base, "--batch-size", "100", "--learning-rate", "0.01", "--out", str(tmp_path / "told")]) == 0
+    tuned, told = (json.loads((tmp_path / run / "config.json").read_text()) for run in ("tuned", "told"))
+    assert (tuned["epochs"], tuned["batch_size"], tuned["learning_rate"]) == (2, 500, 1e-3)
+    assert (told["epochs"], told["batch_size"], told["learning_rate"]) == (2, 100, 0.01)
+    # 1,437 training digits: 3 batches of 500 or 15 of 100 per epoch, so the batch size reached fit
+    assert len(json.loads((tmp_path / "tuned" / "history.json").read_text())["loss"]) == 2
+
+
+def test_vae_best_is_the_vae_with_a_vamp_prior_and_saves_whole(tmp_path):
+    import kerasvae as kv
+
+    model = kv.presets.get("vae-best")(input_shape=(8, 8, 1), latent_dim=4, seed=0)
+    assert isinstance(model.prior_layer, kv.priors.VampPrior) and model.prior_layer.num_components == 500
+    assert model.num_samples == 5 and model.encoder.units == (1024, 512)
+    x = np.random.default_rng(0).integers(0, 2, (6, 8, 8, 1)).astype("float32")
+    model.save(tmp_path / "best.keras")
+    reloaded = kv.saving.load_model(tmp_path / "best.keras")
+    np.testing.assert_allclose(reloaded.elbo(x, seed=1), model.elbo(x, seed=1), rtol=1e-5)
