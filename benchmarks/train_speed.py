@@ -14,7 +14,9 @@ Arms: torch (benchmarks/torch_reference_vae.py's model and loop, torch.set_num_t
 `kv.optimizers.Adam(1e-3)` and steps_per_execution=10); keras_adam (`keras.optimizers.Adam(1e-3)` instead);
 speN (steps_per_execution=N; spe1 is Keras's default); jit (jit_compile=True, XLA); bf16 (keras
 mixed_bfloat16 policy; losses and distributions stay float32); bf16jit (both); levers combine with '+',
-e.g. keras_adam+spe1 is plain Keras; conv (`kv.presets.conv_vae`, for scale). Prints one JSON object.
+e.g. keras_adam+spe1 is plain Keras; conv (`kv.presets.conv_vae`, for scale); floor and floor+bf16 (the
+network's six matmuls alone, forward and backward, in TensorFlow: the fastest any step could be) and
+torch_floor (the same in PyTorch). Prints one JSON object.
 """
 
 import argparse
@@ -28,7 +30,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def torch_worker(limit, batch_size):
+# The network's weight matrices, encoder then decoder: the matmuls every implementation of the step must do.
+LAYERS = [(784, 512), (512, 256), (256, 64), (32, 256), (256, 512), (512, 784)]
+
+
+def torch_worker(arm, limit, batch_size):
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -37,6 +43,19 @@ def torch_worker(limit, batch_size):
     torch.set_num_threads(2)
     torch.manual_seed(0)
     x = torch.from_numpy(load_images(find_data_dir(None) / "train-images-idx3-ubyte.gz")[:limit])
+    if arm == "torch_floor":
+        weights = [(0.05 * torch.randn(*shape)).requires_grad_() for shape in LAYERS]
+        batch = (x[:batch_size].reshape(batch_size, 784) > 0.5).float()
+
+        def matmuls():  # forward and backward through the six matmuls and ReLUs, nothing else
+            h = batch
+            for index, w in enumerate(weights):
+                h = torch.relu((h[:, :32] if index == 3 else h) @ w)
+            h.sum().backward()
+            for w in weights:
+                w.grad = None  # as zero_grad(set_to_none=True): no accumulation pass
+
+        return lambda: [matmuls() for _ in range(len(x) // batch_size)], len(x) // batch_size * batch_size
     model = VAE(32)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     return lambda: train_epoch(model, optimizer, x, batch_size), len(x)
@@ -50,6 +69,8 @@ def keras_worker(arm, limit, batch_size):
     levers = set(arm.split("+"))  # e.g. "bf16+spe10": several levers at once
     if levers & {"bf16", "bf16jit"}:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if "floor" in levers:
+        return matmul_floor("bf16" in levers, limit, batch_size)
     split = "train" if limit is None else f"train[:{limit}]"
     data = kv.data.load("fashion_mnist", split, binarize="dynamic", batch_size=batch_size, seed=0)
     count = sum(int(batch.shape[0]) for batch in data)
@@ -66,9 +87,33 @@ def keras_worker(arm, limit, batch_size):
     return lambda: model.fit(data, epochs=1, verbose=0), count
 
 
+def matmul_floor(bfloat16, limit, batch_size):
+    """An epoch of the network's matmuls alone, forward and backward, in one tf.function per step: no
+    distributions, loss, optimizer, data pipeline or Keras. No TensorFlow step in this precision can be
+    faster; against the torch arm it bounds the ratio any float32 (or bfloat16) kerasvae step can reach."""
+    import tensorflow as tf
+
+    dtype = tf.bfloat16 if bfloat16 else tf.float32
+    weights = [tf.Variable(tf.random.normal(shape, stddev=0.05, seed=index)) for index, shape in enumerate(LAYERS)]
+    batch = tf.cast(tf.random.uniform([batch_size, 784], seed=0) > 0.5, tf.float32)
+
+    @tf.function
+    def matmuls():
+        with tf.GradientTape() as tape:
+            h = tf.cast(batch, dtype)
+            for index, w in enumerate(weights):
+                h = tf.nn.relu((h[:, :32] if index == 3 else h) @ tf.cast(w, dtype))
+            loss = tf.reduce_sum(tf.cast(h, tf.float32))
+        return tape.gradient(loss, weights)
+
+    steps = (limit or 60000) // batch_size
+    return lambda: [matmuls() for _ in range(steps)][-1][0].numpy(), steps * batch_size
+
+
 def serve(arm, limit, batch_size):
     """Worker loop: one epoch per input line, its seconds and sample count as one JSON line."""
-    epoch, count = torch_worker(limit, batch_size) if arm == "torch" else keras_worker(arm, limit, batch_size)
+    torch_arm = arm.startswith("torch")
+    epoch, count = torch_worker(arm, limit, batch_size) if torch_arm else keras_worker(arm, limit, batch_size)
     print(json.dumps({"ready": True}), flush=True)
     for _ in sys.stdin:
         start = time.perf_counter()
@@ -91,7 +136,7 @@ def main():
     arms = args.arms.split(",")
     workers = {}
     for arm in arms:
-        python = args.torch_python if arm == "torch" else sys.executable
+        python = args.torch_python if arm.startswith("torch") else sys.executable
         command = [python, __file__, "--worker", arm, "--limit", str(args.limit), "--batch-size", str(args.batch_size)]
         workers[arm] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         json.loads(workers[arm].stdout.readline())  # wait for ready, one arm at a time
