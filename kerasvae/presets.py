@@ -52,8 +52,8 @@ def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, seed=No
     """The best recipe for a one-hour CPU budget: the `vae` preset (784-1024-512-32, IWAE-5)
     with a VampPrior of `num_components` learned pseudo-inputs (500, as Tomczak & Welling 2018) instead of
     N(0, I). `kerasvae train --model vae-best` trains it for its budget (presets.training_defaults: 50
-    epochs, 66-68 s each for 28x28 images on a 2-core AVX-512 CPU);
-    BENCHMARKS.md has its test NLL against the published VampPrior row."""
+    epochs, 66-68 s each for 28x28 images on a 2-core AVX-512 CPU). benchmarks/nll.py measures its test
+    NLL against the published VampPrior row (BENCHMARKS.md)."""
     prior = priors.VampPrior(latent_dim, input_shape, num_components=num_components, seed=seed)
     return vae(input_shape, latent_dim, prior=prior, seed=seed, **kwargs)
 
