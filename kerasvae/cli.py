@@ -134,7 +134,7 @@ def build_parser():
     train.add_argument("--model", default="vae", choices=image_models, help="an unconditional image preset")
     train.add_argument("--dataset", default="digits", help="digits, fashion_mnist, mnist, or a data path")
     train.add_argument("--binarize", choices=["static", "dynamic"], default=None)
-    train.add_argument("--epochs", type=int, default=None, help="default: the preset's (10; vae-best: 50)")
+    train.add_argument("--epochs", type=int, default=None, help="default: the preset's (10; vae-best: 45)")
     train.add_argument("--latent-dim", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None, help="default: the preset's (128)")
     train.add_argument("--learning-rate", type=float, default=None, help="default: the preset's (1e-3)")

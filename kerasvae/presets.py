@@ -51,8 +51,8 @@ def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 512), num_samples=
 def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, seed=None, **kwargs):
     """The best recipe for a one-hour CPU budget: the `vae` preset (784-1024-512-32, IWAE-5)
     with a VampPrior of `num_components` learned pseudo-inputs (500, as Tomczak & Welling 2018) instead of
-    N(0, I). `kerasvae train --model vae-best` trains it for its budget (presets.training_defaults: 50
-    epochs, 66-68 s each for 28x28 images on a 2-core AVX-512 CPU). benchmarks/nll.py measures its test
+    N(0, I). `kerasvae train --model vae-best` trains it for its budget (presets.training_defaults: 45
+    epochs, a median 79 s each for 28x28 images on a 2-core AVX-512 CPU). benchmarks/nll.py measures its test
     NLL against the published VampPrior row (BENCHMARKS.md)."""
     prior = priors.VampPrior(latent_dim, input_shape, num_components=num_components, seed=seed)
     return vae(input_shape, latent_dim, prior=prior, seed=seed, **kwargs)
@@ -222,7 +222,7 @@ PRESETS = {
 
 # Training settings a preset was tuned with, where they differ from DEFAULT_TRAINING (see training_defaults).
 TRAINING = {
-    "vae_best": {"epochs": 50},
+    "vae_best": {"epochs": 45},
 }
 DEFAULT_TRAINING = {"epochs": 10, "batch_size": 128, "learning_rate": 1e-3}
 
@@ -233,7 +233,7 @@ def training_defaults(name):
 
     >>> import kerasvae as kv
     >>> kv.presets.training_defaults("vae-best")
-    {'epochs': 50, 'batch_size': 128, 'learning_rate': 0.001}
+    {'epochs': 45, 'batch_size': 128, 'learning_rate': 0.001}
     """
     get(name)  # unknown names raise
     return {**DEFAULT_TRAINING, **TRAINING.get(name.replace("-", "_"), {})}

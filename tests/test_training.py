@@ -117,7 +117,7 @@ def test_the_presets_training_defaults_fill_what_the_command_leaves_unset(tmp_pa
     from kerasvae import presets
 
     assert doctest.testmod(presets).failed == 0
-    assert presets.training_defaults("vae-best")["epochs"] == 50 and presets.training_defaults("mlp_vae")["epochs"] == 10
+    assert presets.training_defaults("vae-best")["epochs"] == 45 and presets.training_defaults("mlp_vae")["epochs"] == 10
     with pytest.raises(ValueError, match="Unknown model"):
         presets.training_defaults("transformer")
     monkeypatch.setitem(presets.TRAINING, "mlp_vae", {"epochs": 2, "batch_size": 500})
