@@ -220,9 +220,10 @@ PRESETS = {
 }
 
 
-# Training settings a preset was tuned with, where they differ from DEFAULT_TRAINING (see training_defaults).
+# Training settings a preset was tuned with, where they differ from DEFAULT_TRAINING (see training_defaults);
+# keyed by the preset function, so every name of a preset (aliases, '-' or '_') finds them.
 TRAINING = {
-    "vae_best": {"epochs": 45},
+    vae_best: {"epochs": 45},
 }
 DEFAULT_TRAINING = {"epochs": 10, "batch_size": 128, "learning_rate": 1e-3}
 
@@ -235,8 +236,7 @@ def training_defaults(name):
     >>> kv.presets.training_defaults("vae-best")
     {'epochs': 45, 'batch_size': 128, 'learning_rate': 0.001}
     """
-    get(name)  # unknown names raise
-    return {**DEFAULT_TRAINING, **TRAINING.get(name.replace("-", "_"), {})}
+    return {**DEFAULT_TRAINING, **TRAINING.get(get(name), {})}
 
 
 def get(name):
