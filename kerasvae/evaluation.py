@@ -6,6 +6,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kerasvae import objectives
 from kerasvae._tfp import tfd
@@ -83,8 +84,6 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
 
     Decoders returning `logits` are Bernoulli, `loc` and `scale` Gaussian; others raise a ValueError.
     """
-    import tensorflow as tf
-
     loaded = tf.saved_model.load(str(saved_model)) if isinstance(saved_model, (str, bytes)) or hasattr(saved_model, "__fspath__") else saved_model
     encode, decode = loaded.signatures["encode"], loaded.signatures["decode"]
     rng = np.random.default_rng(seed)
@@ -111,8 +110,6 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
 
 def _likelihood(decoded):
     """p(x|z) over flattened examples [k * n, d] from a decode signature's outputs."""
-    import tensorflow as tf
-
     def flat(name):
         return tf.reshape(decoded[name], [tf.shape(decoded[name])[0], -1])
 
