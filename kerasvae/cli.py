@@ -25,6 +25,7 @@ def _train(args):
             latent_dim=args.latent_dim,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
+            weight_averaging=args.weight_averaging,
             seed=args.seed,
             strategy=args.strategy,
             precision=args.precision,
@@ -138,6 +139,9 @@ def build_parser():
     train.add_argument("--latent-dim", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None, help="default: the preset's (128)")
     train.add_argument("--learning-rate", type=float, default=None, help="default: the preset's (1e-3)")
+    train.add_argument("--weight-averaging", type=float, default=None, metavar="MOMENTUM",
+                       help="keep an exponential moving average of the weights (default: the preset's, 0.999 for vae "
+                       "and vae-best, off otherwise; 0 turns it off)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="run folder (a crashed run's folder resumes it)")
     train.add_argument("--strategy", default="default", choices=STRATEGIES,

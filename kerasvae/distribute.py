@@ -224,6 +224,7 @@ def _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch,
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
+    model.optimizer.finalize_variable_values(model.trainable_weights)  # as Keras's fit: a weight average takes over
     callbacks.on_train_end(logs)
     return model.history
 

@@ -48,6 +48,19 @@ class Adam(keras.optimizers.Adam):
             grad=tf.cast(gradient, tf.float32),
         )
 
+    def _update_model_variables_moving_average(self, trainable_variables):
+        """Keras's weight average (`use_ema`) with the momentum warm-up of `tf.train.ExponentialMovingAverage`:
+
+            average <- m_t average + (1 - m_t) w,    m_t = min(ema_momentum, (1 + t) / (10 + t)),  m_0 = 0,
+
+        so a run of a few hundred steps averages over its own recent steps instead of staying near its first
+        one (with a fixed 0.999, 36 steps would leave 96% of the first step's weights in the average)."""
+        step = tf.cast(self.iterations, tf.float32)
+        momentum = tf.where(step > 0, tf.minimum(tf.cast(self.ema_momentum, tf.float32), (1 + step) / (10 + step)), 0.0)
+        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                average.assign(momentum * average + (1 - momentum) * tf.cast(variable, average.dtype))
+
 
 def get(optimizer):
     """What the kerasvae models' `compile` trains with: the fused `Adam` for None or "adam" (Keras's default

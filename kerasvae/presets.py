@@ -222,19 +222,22 @@ PRESETS = {
 
 # Training settings a preset was tuned with, where they differ from DEFAULT_TRAINING (see training_defaults);
 # keyed by the preset function, so every name of a preset (aliases, '-' or '_') finds them.
+# weight_averaging is the momentum of the exponential moving average of the weights that the trained model
+# keeps (Keras's optimizer `use_ema`); None keeps the last step's weights.
 TRAINING = {
-    vae_best: {"epochs": 45},
+    vae: {"weight_averaging": 0.999},
+    vae_best: {"epochs": 45, "weight_averaging": 0.999},
 }
-DEFAULT_TRAINING = {"epochs": 10, "batch_size": 128, "learning_rate": 1e-3}
+DEFAULT_TRAINING = {"epochs": 10, "batch_size": 128, "learning_rate": 1e-3, "weight_averaging": None}
 
 
 def training_defaults(name):
-    """{"epochs", "batch_size", "learning_rate"} the preset `name` was tuned with: what `kerasvae train`
-    and `kerasvae.training.train_run` use when not told otherwise.
+    """{"epochs", "batch_size", "learning_rate", "weight_averaging"} the preset `name` was tuned with: what
+    `kerasvae train` and `kerasvae.training.train_run` use when not told otherwise.
 
     >>> import kerasvae as kv
     >>> kv.presets.training_defaults("vae-best")
-    {'epochs': 45, 'batch_size': 128, 'learning_rate': 0.001}
+    {'epochs': 45, 'batch_size': 128, 'learning_rate': 0.001, 'weight_averaging': 0.999}
     """
     return {**DEFAULT_TRAINING, **TRAINING.get(get(name), {})}
 

@@ -158,6 +158,7 @@ def train_run(
     latent_dim=None,
     batch_size=None,
     learning_rate=None,
+    weight_averaging=None,
     seed=0,
     verbose="auto",
     figures=True,
@@ -174,7 +175,11 @@ def train_run(
     ValueError saying which terms and what to change.
 
     Args:
-        epochs, batch_size, learning_rate: None takes the preset's (kerasvae.presets.training_defaults).
+        epochs, batch_size, learning_rate, weight_averaging: None takes the preset's
+            (kerasvae.presets.training_defaults).
+        weight_averaging: float or None. The momentum of an exponential moving average of the weights
+            (Keras's optimizer `use_ema`): the saved model holds the average, not the last step's weights
+            (validation during training still sees the latter). 0 turns it off.
         strategy: str or tf.distribute.Strategy. "default", "mirrored", "multi-worker" or "parameter-server"
             (see kerasvae.distribute); `batch_size` is the global batch, split over the replicas. In a cluster
             every worker makes the same call; the chief writes `out`, the others a temporary folder. Under
@@ -188,6 +193,9 @@ def train_run(
     epochs = tuned["epochs"] if epochs is None else epochs
     batch_size = tuned["batch_size"] if batch_size is None else batch_size
     learning_rate = tuned["learning_rate"] if learning_rate is None else learning_rate
+    weight_averaging = (tuned["weight_averaging"] if weight_averaging is None else weight_averaging) or None
+    if weight_averaging is not None and not 0 < weight_averaging < 1:
+        raise ValueError(f"weight_averaging must be a momentum in (0, 1), or 0 for none; got {weight_averaging}")
     # First: the multi-worker strategy sets up TensorFlow's runtime for the cluster before any op runs.
     strat = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
     chief = distribute.is_chief(strat)
@@ -208,7 +216,8 @@ def train_run(
         options["latent_dim"] = int(latent_dim)
     with distribute.precision(precision), strat.scope():
         vae = presets.get(model)(**options)
-        vae.compile(optimizer=optimizers.Adam(learning_rate), jit_compile="auto" if xla is None else bool(xla))
+        averaged = {"use_ema": True, "ema_momentum": weight_averaging} if weight_averaging else {}
+        vae.compile(optimizer=optimizers.Adam(learning_rate, **averaged), jit_compile="auto" if xla is None else bool(xla))
     config = {
         "model": model,
         "dataset": str(dataset),
@@ -217,6 +226,7 @@ def train_run(
         "latent_dim": vae.latent_dim,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
+        "weight_averaging": weight_averaging,
         "seed": seed,
         "input_shape": list(vae.data_shape),
         "model_class": type(vae).__name__,
