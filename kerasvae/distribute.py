@@ -220,7 +220,9 @@ def _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch,
             if model.stop_training:
                 break
         if validation_data is not None and not model.stop_training:
+            callbacks.on_test_begin()
             logs = {**logs, **{f"val_{name}": value for name, value in _evaluate(model, test_step, validation_data).items()}}
+            callbacks.on_test_end(logs)
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

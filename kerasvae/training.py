@@ -114,6 +114,23 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         write_json(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
+class ValidateAveragedWeights(keras.callbacks.Callback):
+    """With a weight average (the optimizer's `use_ema`, see `train_run`'s weight_averaging), `fit` trains the
+    last step's weights but ends by replacing them with the average; this callback lets each validation see
+    the average too, so `val_*` describe the model that will be saved. No effect without a weight average."""
+
+    def on_test_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        self._trained = None
+        if getattr(optimizer, "use_ema", False) and optimizer.built:
+            self._trained = [np.asarray(weight) for weight in self.model.trainable_weights]
+            optimizer.finalize_variable_values(self.model.trainable_weights)
+
+    def on_test_end(self, logs=None):
+        for weight, value in zip(self.model.trainable_weights, self._trained or ()):
+            weight.assign(value)
+
+
 class TerminateOnNonFinite(keras.callbacks.TerminateOnNaN):
     """TerminateOnNaN watching every logged term, not only the loss, and remembering where training diverged
     and which terms were non-finite, so `message` can say what to change."""
@@ -178,8 +195,8 @@ def train_run(
         epochs, batch_size, learning_rate, weight_averaging: None takes the preset's
             (kerasvae.presets.training_defaults).
         weight_averaging: float or None. The momentum of an exponential moving average of the weights
-            (Keras's optimizer `use_ema`): the saved model holds the average, not the last step's weights
-            (validation during training still sees the latter). 0 turns it off.
+            (Keras's optimizer `use_ema`): the saved model and every validation during training see the
+            average, not the last step's weights. 0 turns it off.
         strategy: str or tf.distribute.Strategy. "default", "mirrored", "multi-worker" or "parameter-server"
             (see kerasvae.distribute); `batch_size` is the global batch, split over the replicas. In a cluster
             every worker makes the same call; the chief writes `out`, the others a temporary folder. Under
@@ -245,6 +262,7 @@ def train_run(
             keras.callbacks.TensorBoard(log_dir=str(folder / "logs")),
             guard,
             RunBackup(folder / "backup", restore_dir=out / "backup"),
+            ValidateAveragedWeights(),
         ]
         if verbose == "auto":  # a progress bar for a person, one line per epoch for logs
             verbose = 1 if sys.stdout.isatty() else 2

@@ -118,15 +118,17 @@ def test_the_presets_training_defaults_fill_what_the_command_leaves_unset(tmp_pa
 
     assert doctest.testmod(presets).failed == 0
     assert presets.training_defaults("vae-best")["epochs"] == 45 and presets.training_defaults("mlp_vae")["epochs"] == 10
+    assert presets.training_defaults("vae")["weight_averaging"] == 0.999 and presets.training_defaults("mlp-vae")["weight_averaging"] is None
     with pytest.raises(ValueError, match="Unknown model"):
         presets.training_defaults("transformer")
     monkeypatch.setitem(presets.TRAINING, presets.mlp_vae, {"epochs": 2, "batch_size": 500})
     base = ["train", "--model", "mlp-vae", "--dataset", "digits", "--latent-dim", "2"]
     assert cli.main([*base, "--out", str(tmp_path / "tuned")]) == 0
-    assert cli.main([*base, "--batch-size", "100", "--learning-rate", "0.01", "--out", str(tmp_path / "told")]) == 0
+    told_args = ["--batch-size", "100", "--learning-rate", "0.01", "--weight-averaging", "0.99"]
+    assert cli.main([*base, *told_args, "--out", str(tmp_path / "told")]) == 0
     tuned, told = (json.loads((tmp_path / run / "config.json").read_text()) for run in ("tuned", "told"))
-    assert (tuned["epochs"], tuned["batch_size"], tuned["learning_rate"]) == (2, 500, 1e-3)
-    assert (told["epochs"], told["batch_size"], told["learning_rate"]) == (2, 100, 0.01)
+    assert (tuned["epochs"], tuned["batch_size"], tuned["learning_rate"], tuned["weight_averaging"]) == (2, 500, 1e-3, None)
+    assert (told["epochs"], told["batch_size"], told["learning_rate"], told["weight_averaging"]) == (2, 100, 0.01, 0.99)
     # the preset's epoch count reached fit, not only config.json
     assert len(json.loads((tmp_path / "tuned" / "history.json").read_text())["loss"]) == 2
 
@@ -141,3 +143,30 @@ def test_vae_best_is_the_vae_with_a_vamp_prior_and_saves_whole(tmp_path):
     model.save(tmp_path / "best.keras")
     reloaded = kv.saving.load_model(tmp_path / "best.keras")
     np.testing.assert_allclose(reloaded.elbo(x, seed=1), model.elbo(x, seed=1), rtol=1e-5)
+
+
+def test_validation_sees_the_weight_average_that_fit_ends_with(binary_digits):
+    import kerasvae as kv
+
+    x_train, _, x_test, _ = binary_digits
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):  # after ValidateAveragedWeights in the list: sees what validation sees
+        def on_test_begin(self, logs=None):
+            seen["validated"] = [np.asarray(w) for w in self.model.trainable_weights]
+            seen["average"] = [np.asarray(v) for v in self.model.optimizer._model_variables_moving_average]
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen["trained"] = [np.asarray(w) for w in self.model.trainable_weights]
+
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=4, hidden=(64, 32), seed=0)
+    model.compile(optimizer=kv.optimizers.Adam(3e-3, use_ema=True, ema_momentum=0.999))
+    train, val = (kv.data.pipeline(x, batch_size=64, shuffle=False) for x in (x_train, x_test))
+    keras.utils.set_random_seed(0)
+    history = model.fit(train, validation_data=val, epochs=2, verbose=0, callbacks=[training.ValidateAveragedWeights(), Probe()])
+    for validated, average in zip(seen["validated"], seen["average"]):
+        np.testing.assert_array_equal(validated, average)
+    assert not all(np.array_equal(a, b) for a, b in zip(seen["trained"], seen["average"]))  # trained on the last step's
+    for final, average in zip(model.trainable_weights, seen["average"]):
+        np.testing.assert_array_equal(final, average)  # and fit ended with the average that was validated
+    assert model.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(history.history["val_loss"][-1], rel=0.01)
