@@ -170,3 +170,14 @@ def test_validation_sees_the_weight_average_that_fit_ends_with(binary_digits):
     for final, average in zip(model.trainable_weights, seen["average"]):
         np.testing.assert_array_equal(final, average)  # and fit ended with the average that was validated
     assert model.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(history.history["val_loss"][-1], rel=0.01)
+
+
+def test_a_short_run_shortens_the_presets_kl_warm_up_and_ends_on_the_full_bound(tmp_path):
+    import kerasvae as kv
+
+    assert kv.presets.vae().kl_warmup_steps == 5000  # 36% of 30 Fashion-MNIST epochs: unchanged there
+    model, _ = training.train_run(tmp_path / "run", model="vae", dataset="digits", epochs=3, latent_dim=4, figures=False, verbose=0)
+    run_steps = 3 * int(np.ceil(len(kv.data.load_arrays("digits", "train")[0]) / 128))
+    assert model.kl_warmup_steps == int(0.4 * run_steps) and int(model.optimizer.iterations) == run_steps
+    assert float(model.kl_weight(training=True)) == 1.0  # with 5,000 steps it would end at 0.007
+    assert kv.saving.load_model(tmp_path / "run" / "model.keras").kl_warmup_steps == model.kl_warmup_steps
