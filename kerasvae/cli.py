@@ -26,6 +26,7 @@ def _train(args):
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             weight_averaging=args.weight_averaging,
+            early_stopping=args.early_stopping,
             seed=args.seed,
             strategy=args.strategy,
             precision=args.precision,
@@ -142,6 +143,9 @@ def build_parser():
     train.add_argument("--weight-averaging", type=float, default=None, metavar="MOMENTUM",
                        help="keep an exponential moving average of the weights (default: the preset's, 0.999 for vae "
                        "and vae-best, off otherwise; 0 turns it off)")
+    train.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                       help="hold out the last sixth of the training images, stop when their loss has not improved for "
+                       "PATIENCE epochs, keep the best epoch's weights (default: off, all images train)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="run folder (a crashed run's folder resumes it)")
     train.add_argument("--strategy", default="default", choices=STRATEGIES,

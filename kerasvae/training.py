@@ -27,6 +27,7 @@ from kerasvae import data, distribute, optimizers, plots, presets, saving
 
 # Settings that may change when a crashed run is resumed; any other change needs a fresh run folder.
 RESUMABLE_CHANGES = ("epochs", "strategy", "num_replicas", "xla")
+VALIDATION_SHARE = 1 / 6  # of the training images, held out to stop on when early stopping (60,000 -> 10,000)
 KL_WARMUP_SHARE = 0.4  # of a run's steps, at most, for a preset's KL warm-up (see _fit_kl_warmup_to_run)
 RUN_FILES = ("config.json", "history.json", "model.keras", "reconstructions.png", "samples.png", "latent_map.png")
 
@@ -116,21 +117,66 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         write_json(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
+def _swap_in_weight_average(model):
+    """Put the optimizer's weight average (its `use_ema`) into the model's trainable weights; returns the
+    trained values to put back with `_restore_weights`, or None where the optimizer keeps no average."""
+    optimizer = getattr(model, "optimizer", None)
+    if not (getattr(optimizer, "use_ema", False) and optimizer.built):
+        return None
+    trained = [np.asarray(weight) for weight in model.trainable_weights]
+    optimizer.finalize_variable_values(model.trainable_weights)
+    return trained
+
+
+def _restore_weights(model, trained):
+    for weight, value in zip(model.trainable_weights, trained or ()):
+        weight.assign(value)
+
+
 class ValidateAveragedWeights(keras.callbacks.Callback):
     """With a weight average (the optimizer's `use_ema`, see `train_run`'s weight_averaging), `fit` trains the
     last step's weights but ends by replacing them with the average; this callback lets each validation see
     the average too, so `val_*` describe the model that will be saved. No effect without a weight average."""
 
     def on_test_begin(self, logs=None):
-        optimizer = self.model.optimizer
-        self._trained = None
-        if getattr(optimizer, "use_ema", False) and optimizer.built:
-            self._trained = [np.asarray(weight) for weight in self.model.trainable_weights]
-            optimizer.finalize_variable_values(self.model.trainable_weights)
+        self._trained = _swap_in_weight_average(self.model)
 
     def on_test_end(self, logs=None):
-        for weight, value in zip(self.model.trainable_weights, self._trained or ()):
-            weight.assign(value)
+        _restore_weights(self.model, self._trained)
+
+
+class StopAtBestValidation(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping on val_loss with restore_best_weights, keeping the weights that validation saw:
+    with a weight average, the best epoch's average (not its last step's weights, which no validation
+    scored). With `best_path`, the best epoch's weights are also written there, and a run resumed from a
+    backup continues the count: the best weights from `restore_path` (default: best_path), the best loss
+    and the epochs since from the val_loss in `history_path` (a run's history.json).
+    """
+
+    def __init__(self, patience, best_path=None, restore_path=None, history_path=None):
+        super().__init__(monitor="val_loss", mode="min", patience=patience, restore_best_weights=True, verbose=1)
+        self._best_path = best_path and Path(best_path)
+        self._restore_path = Path(restore_path or best_path) if best_path else None
+        self._history_path = history_path and Path(history_path)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not (epoch and self.best_weights is None and self._restore_path and self._restore_path.is_file()):
+            return
+        losses = json.loads(self._history_path.read_text()).get("val_loss", [])[:epoch]
+        if losses:  # resumed at `epoch`
+            with np.load(self._restore_path) as saved:
+                self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+            self.best_epoch = int(np.argmin(losses))
+            self.best, self.wait = losses[self.best_epoch], epoch - 1 - self.best_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        trained = _swap_in_weight_average(self.model)
+        try:
+            super().on_epoch_end(epoch, logs)
+        finally:
+            _restore_weights(self.model, trained)
+        if self._best_path and self.best_epoch == epoch:
+            atomic_write(self._best_path, lambda tmp: np.savez(tmp, *self.best_weights))
 
 
 class TerminateOnNonFinite(keras.callbacks.TerminateOnNaN):
@@ -178,6 +224,7 @@ def train_run(
     batch_size=None,
     learning_rate=None,
     weight_averaging=None,
+    early_stopping=None,
     seed=0,
     verbose="auto",
     figures=True,
@@ -188,8 +235,9 @@ def train_run(
     """Train a preset on a dataset and fill the run folder `out`. Returns (model, history dict of every
     epoch, those of a resumed run's earlier start included).
 
-    The validation data are the test split (statically binarized with `seed` when binarizing): they are
-    only monitored, never used to select anything. A folder holding a crashed run's backup resumes it
+    The validation data are the test split (statically binarized with `seed` when binarizing), only
+    monitored, never used to select anything; with `early_stopping` they are the last sixth of the
+    training images instead (VALIDATION_SHARE; Fashion-MNIST's last 10,000), held out from training. A folder holding a crashed run's backup resumes it
     (with the same settings; `epochs` may grow). A run whose loss terms go non-finite stops and raises a
     ValueError saying which terms and what to change.
 
@@ -200,6 +248,9 @@ def train_run(
         weight_averaging: float or None. The momentum of an exponential moving average of the weights
             (Keras's optimizer `use_ema`): the saved model and every validation during training see the
             average, not the last step's weights. 0 turns it off.
+        early_stopping: int or None. Patience in epochs: stop when the held-out loss has not improved for
+            that many epochs, and keep the weights of the best epoch (StopAtBestValidation). None or 0: train
+            every epoch on all training images.
         strategy: str or tf.distribute.Strategy. "default", "mirrored", "multi-worker" or "parameter-server"
             (see kerasvae.distribute); `batch_size` is the global batch, split over the replicas. In a cluster
             every worker makes the same call; the chief writes `out`, the others a temporary folder. Under
@@ -216,15 +267,21 @@ def train_run(
     weight_averaging = (tuned["weight_averaging"] if weight_averaging is None else weight_averaging) or None
     if weight_averaging is not None and not 0 < weight_averaging < 1:
         raise ValueError(f"weight_averaging must be a momentum in (0, 1), or 0 for none; got {weight_averaging}")
+    early_stopping = early_stopping or None
+    if early_stopping is not None and (int(early_stopping) != early_stopping or early_stopping < 1):
+        raise ValueError(f"early_stopping must be a patience of at least 1 epoch, or 0 for none; got {early_stopping}")
     # First: the multi-worker strategy sets up TensorFlow's runtime for the cluster before any op runs.
     strat = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
     chief = distribute.is_chief(strat)
     keras.utils.set_random_seed(seed)
     x_train, _ = data.load_arrays(dataset, "train")
     x_test, y_test = data.load_arrays(dataset, "test")
+    held_out = round(len(x_train) * VALIDATION_SHARE) if early_stopping else 0
+    validation = f"train[{len(x_train) - held_out}:]" if held_out else "test"
+    x_train, x_val = (x_train[:-held_out], x_train[-held_out:]) if held_out else (x_train, x_test)
     # Every worker shuffles with the same seed and keeps its own share of the batches (sharding by data).
     train_ds = data.pipeline(x_train, binarize=binarize, batch_size=batch_size, shuffle=True, seed=seed)
-    val_ds = data.pipeline(x_test, binarize=binarize and "static", batch_size=batch_size, shuffle=False, seed=seed)
+    val_ds = data.pipeline(x_val, binarize=binarize and "static", batch_size=batch_size, shuffle=False, seed=seed)
     train_ds, val_ds = (distribute.shard(ds, strategy=strat) for ds in (train_ds, val_ds))
     parameter_server = distribute.is_parameter_server(strat)
     if parameter_server:  # each worker builds its own pipeline, shuffled its own way (see distribute.fit)
@@ -248,6 +305,8 @@ def train_run(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "weight_averaging": weight_averaging,
+        "early_stopping": early_stopping,
+        "validation": validation,
         "seed": seed,
         "input_shape": list(vae.data_shape),
         "model_class": type(vae).__name__,
@@ -261,10 +320,14 @@ def train_run(
         write_json(folder / "config.json", config)
         history = HistoryWriter(folder / "history.json")
         guard = TerminateOnNonFinite()
-        callbacks = [  # the history entry before the backup: a kill between them repeats the epoch, recorded once
+        # The history entry and the best weights before the backup: a kill between them repeats the epoch.
+        stopper = early_stopping and StopAtBestValidation(
+            early_stopping, folder / "backup" / "best.npz", out / "backup" / "best.npz", out / "history.json")
+        callbacks = [
             history,
             keras.callbacks.TensorBoard(log_dir=str(folder / "logs")),
             guard,
+            *([stopper] if stopper else []),
             RunBackup(folder / "backup", restore_dir=out / "backup"),
             ValidateAveragedWeights(),
         ]

@@ -59,6 +59,7 @@ def test_demo_runs_end_to_end(tmp_path):
         (["train", "--epochs", "0", "--out", "x"], "--epochs must be >= 1"),
         (["train", "--model", "transformer", "--out", "x"], "invalid choice"),
         (["train", "--weight-averaging", "1.5", "--out", "x"], "weight_averaging must be a momentum in (0, 1)"),
+        (["train", "--early-stopping", "-2", "--out", "x"], "early_stopping must be a patience of at least 1 epoch"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(args, message, tmp_path):

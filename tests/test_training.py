@@ -85,7 +85,8 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "run"
     (out / "backup").mkdir(parents=True)
     config = {"model": "vae", "dataset": "digits", "binarize": None, "epochs": 3, "latent_dim": 4, "batch_size": 128,
-              "learning_rate": 0.001, "seed": 0, "input_shape": [8, 8, 1], "model_class": "VAE", "precision": "float32", "weight_averaging": 0.999}
+              "learning_rate": 0.001, "seed": 0, "input_shape": [8, 8, 1], "model_class": "VAE", "precision": "float32", "weight_averaging": 0.999,
+              "early_stopping": None, "validation": "test"}
     training.write_json(out / "config.json", {**config, "learning_rate": 0.01})
     with pytest.raises(ValueError, match=r"other settings \(learning_rate 0.01 -> 0.001\).*delete .*backup"):
         training.train_run(out, epochs=5, latent_dim=4, batch_size=128, figures=False)
@@ -181,3 +182,62 @@ def test_a_short_run_shortens_the_presets_kl_warm_up_and_ends_on_the_full_bound(
     assert model.kl_warmup_steps == int(0.4 * run_steps) and int(model.optimizer.iterations) == run_steps
     assert float(model.kl_weight(training=True)) == 1.0  # with 5,000 steps it would end at 0.007
     assert kv.saving.load_model(tmp_path / "run" / "model.keras").kl_warmup_steps == model.kl_warmup_steps
+
+
+def test_early_stopping_ends_on_the_best_validated_weight_average(binary_digits):
+    import kerasvae as kv
+
+    x_train, _, x_test, _ = binary_digits
+    averages = []
+
+    class Probe(keras.callbacks.Callback):  # after ValidateAveragedWeights in the list: sees what validation sees
+        def on_test_begin(self, logs=None):
+            averages.append([np.asarray(w) for w in self.model.trainable_weights])
+
+    # 128 training images and a network far too big for them: the held-out loss bottoms out, then climbs.
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=8, hidden=(512, 256), seed=0)
+    model.compile(optimizer=kv.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+    train, val = kv.data.pipeline(x_train[:128], batch_size=64, shuffle=False), kv.data.pipeline(x_test, batch_size=512, shuffle=False)
+    stopper = training.StopAtBestValidation(patience=10)
+    keras.utils.set_random_seed(0)
+    history = model.fit(train, validation_data=val, epochs=300, verbose=0,
+                        callbacks=[training.ValidateAveragedWeights(), Probe(), stopper]).history["val_loss"]
+    best = int(np.argmin(history))
+    assert len(history) < 300 and len(history) - 1 - best == 10  # stopped 10 epochs after the best, long before 300
+    assert history[best] < history[0] - 5 and history[best] < min(history[best + 1:])
+    for final, validated in zip(model.trainable_weights, averages[best]):
+        np.testing.assert_array_equal(final, validated)  # the best epoch's weight average, the weights that scored best
+
+
+def test_a_resumed_early_stopping_counts_from_the_history_and_keeps_the_saved_best(tmp_path):
+    best_weights = [np.full((2, 2), 7.0, np.float32), np.arange(3, dtype=np.float32)]
+    np.savez(tmp_path / "best.npz", *best_weights)
+    training.write_json(tmp_path / "history.json", {"val_loss": [5.0, 3.0, 4.0, 9.0]})  # epoch 3 ran again: ignored
+    stopper = training.StopAtBestValidation(patience=2, best_path=tmp_path / "best.npz", history_path=tmp_path / "history.json")
+    stopper.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    stopper.on_train_begin()
+    stopper.on_epoch_begin(3)  # resumed after epochs 0-2: best 3.0 at epoch 1, one epoch without improvement since
+    assert (stopper.best, stopper.best_epoch, stopper.wait) == (3.0, 1, 1)
+    for kept, saved in zip(stopper.best_weights, best_weights):
+        np.testing.assert_array_equal(kept, saved)
+    stopper.on_epoch_end(3, {"val_loss": 3.5})  # the second epoch without improvement: patience 2 is spent
+    assert stopper.model.stop_training and stopper.stopped_epoch == 3
+
+
+def test_train_run_with_early_stopping_holds_out_the_last_sixth_of_the_training_images(tmp_path):
+    import kerasvae as kv
+
+    out = tmp_path / "run"
+    model, history = training.train_run(out, model="mlp-vae", dataset="digits", epochs=4, latent_dim=4, early_stopping=2,
+                                        learning_rate=3e-3, figures=False, verbose=0)
+    x_train, _ = kv.data.load_arrays("digits", "train")
+    config = json.loads((out / "config.json").read_text())
+    held_out = round(len(x_train) / 6)
+    assert (config["early_stopping"], config["validation"]) == (2, f"train[{len(x_train) - held_out}:]")
+    x_held_out, _ = kv.data.load_arrays("digits", config["validation"])
+    np.testing.assert_array_equal(x_held_out, x_train[-held_out:])
+    assert int(model.optimizer.iterations) == len(history["loss"]) * int(np.ceil((len(x_train) - held_out) / 128))
+    saved = keras.saving.load_model(out / "model.keras")
+    held_out_loss = saved.evaluate(kv.data.pipeline(x_held_out, shuffle=False), verbose=0, return_dict=True)["loss"]
+    assert held_out_loss == pytest.approx(min(history["val_loss"]), rel=0.02)  # validation was on these images, best kept
+    assert not (out / "backup").exists()
