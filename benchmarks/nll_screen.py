@@ -43,6 +43,8 @@ VARIANTS = {
     "bf16": ({}, {"policy": "mixed_bfloat16"}),
     "average": ({}, {"average": 0.999}),
     "latent64_average": ({"latent_dim": 64}, {"average": 0.999}),
+    "lr2e3_average": ({}, {"lr": 2e-3, "average": 0.999}),
+    "lr3e3_average": ({}, {"lr": 3e-3, "average": 0.999}),
 }
 
 
