@@ -153,14 +153,15 @@ class StopAtBestValidation(keras.callbacks.EarlyStopping):
     and the epochs since from the val_loss in `history_path` (a run's history.json).
     """
 
-    def __init__(self, patience, best_path=None, restore_path=None, history_path=None):
-        super().__init__(monitor="val_loss", mode="min", patience=patience, restore_best_weights=True, verbose=1)
+    def __init__(self, patience, best_path=None, restore_path=None, history_path=None, verbose=1):
+        super().__init__(monitor="val_loss", mode="min", patience=patience, restore_best_weights=True, verbose=verbose)
         self._best_path = best_path and Path(best_path)
         self._restore_path = Path(restore_path or best_path) if best_path else None
         self._history_path = history_path and Path(history_path)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not (epoch and self.best_weights is None and self._restore_path and self._restore_path.is_file()):
+        resumable = self._history_path and self._restore_path and self._restore_path.is_file()
+        if not (epoch and self.best_weights is None and resumable):
             return
         losses = json.loads(self._history_path.read_text()).get("val_loss", [])[:epoch]
         if losses:  # resumed at `epoch`
@@ -322,7 +323,7 @@ def train_run(
         guard = TerminateOnNonFinite()
         # The history entry and the best weights before the backup: a kill between them repeats the epoch.
         stopper = early_stopping and StopAtBestValidation(
-            early_stopping, folder / "backup" / "best.npz", out / "backup" / "best.npz", out / "history.json")
+            early_stopping, folder / "backup" / "best.npz", out / "backup" / "best.npz", out / "history.json", verbose=int(verbose != 0))
         callbacks = [
             history,
             keras.callbacks.TensorBoard(log_dir=str(folder / "logs")),
