@@ -238,9 +238,9 @@ def train_run(
 
     The validation data are the test split (statically binarized with `seed` when binarizing), only
     monitored, never used to select anything; with `early_stopping` they are the last sixth of the
-    training images instead (VALIDATION_SHARE; Fashion-MNIST's last 10,000), held out from training. A folder holding a crashed run's backup resumes it
-    (with the same settings; `epochs` may grow). A run whose loss terms go non-finite stops and raises a
-    ValueError saying which terms and what to change.
+    training images instead (VALIDATION_SHARE; Fashion-MNIST's last 10,000), held out from training. A
+    folder holding a crashed run's backup resumes it (with the same settings; `epochs` may grow). A run
+    whose loss terms go non-finite stops and raises a ValueError saying which terms and what to change.
 
     Args:
         epochs, batch_size, learning_rate, weight_averaging: None takes the preset's
@@ -322,8 +322,9 @@ def train_run(
         history = HistoryWriter(folder / "history.json")
         guard = TerminateOnNonFinite()
         # The history entry and the best weights before the backup: a kill between them repeats the epoch.
-        stopper = early_stopping and StopAtBestValidation(
-            early_stopping, folder / "backup" / "best.npz", out / "backup" / "best.npz", out / "history.json", verbose=int(verbose != 0))
+        stopper = early_stopping and StopAtBestValidation(early_stopping, folder / "backup" / "best.npz",
+                                                          out / "backup" / "best.npz", out / "history.json",
+                                                          verbose=int(verbose != 0))
         callbacks = [
             history,
             keras.callbacks.TensorBoard(log_dir=str(folder / "logs")),
