@@ -45,6 +45,8 @@ VARIANTS = {
     "latent64_average": ({"latent_dim": 64}, {"average": 0.999}),
     "lr2e3_average": ({}, {"lr": 2e-3, "average": 0.999}),
     "lr3e3_average": ({}, {"lr": 3e-3, "average": 0.999}),
+    "wide_iwae5_average": ({**WIDE, "num_samples": 5}, {"average": 0.999}),
+    "wide_iwae10_average": ({**WIDE, "num_samples": 10}, {"average": 0.999}),
 }
 
 
