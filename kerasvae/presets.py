@@ -16,10 +16,10 @@ from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE
 CLASSIC_HIDDEN = (512, 256)
 
 
-def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=False, **kwargs):
+def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=False, activation="relu", **kwargs):
     return model_class(
-        encoder=networks.MLP(hidden, gated=gated),
-        decoder=networks.MLP(tuple(reversed(hidden)), gated=gated),
+        encoder=networks.MLP(hidden, activation=activation, gated=gated),
+        decoder=networks.MLP(tuple(reversed(hidden)), activation=activation, gated=gated),
         latent_dim=latent_dim,
         input_shape=input_shape,
         likelihood=likelihood,
@@ -32,32 +32,35 @@ def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likel
     return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
-def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 512), num_samples=5, kl_warmup_steps=5000,
+def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 512), num_samples=10, kl_warmup_steps=5000,
         likelihood="bernoulli", **kwargs):
     """The default VAE, tuned for test log-likelihood at a CPU budget: the classic MLP widened to
-    input-1024-512-latent, trained on the importance-weighted bound with 5 samples (IWAE; the generative
+    input-1024-512-latent, trained on the importance-weighted bound with 10 samples (IWAE; the generative
     model and the Gaussian encoder are a VAE's, only the training bound is tighter), with the KL weight
-    warmed up from 0 to 1 over the first 5,000 steps, N(0, I) prior.
+    warmed up from 0 to 1 over the first 5,000 steps, N(0, I) prior. `kerasvae train` keeps a moving
+    average of its weights (training_defaults: weight_averaging 0.999).
 
-    Ten epochs of dynamically binarized Fashion-MNIST, test NLL (k=1000, first 1,000 test images): classic
-    `mlp_vae` 237.45, widened 236.60, IWAE-5 236.06, both 234.98 nats, KL warm-up over 2,000 or 4,000 steps
-    236.13 or 236.22; a cosine learning-rate decay, gated layers, bfloat16, smaller batches and learning
-    rates of 2e-3 and 3e-3 moved it by under 0.5 nats at 30 epochs or made it worse (BENCHMARKS.md). An
-    epoch costs about 5x the classic one. `kerasvae train` keeps a moving average of its weights
-    (training_defaults: weight_averaging 0.999), which scored 0.56-0.79 nats better than the same runs'
-    last-step weights at 10 epochs."""
+    Test NLL on dynamically binarized Fashion-MNIST (k=1000; BENCHMARKS.md): 230.39 nats after 30 epochs,
+    against 234.02 for the classic `mlp_vae` and 230.63 when trained on 5 samples. Ten-epoch screens (first
+    1,000 test images): classic 237.45, widened 236.60, IWAE-5 236.06, both 234.98, KL warm-up over 2,000
+    or 4,000 steps 236.13 or 236.22, a weight average 0.56-0.79 better than the same runs' last-step
+    weights, IWAE-10 233.75 against IWAE-5's 234.31 with it. A cosine learning-rate decay, gated layers,
+    ELU or SiLU, bfloat16, smaller batches and learning rates of 2e-3 and 3e-3 made it worse or moved it
+    under 0.5 nats at 30 epochs. A step costs about 8x the classic's CPU time (benchmarks/step_time.py)."""
     return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, num_samples=num_samples,
                       kl_warmup_steps=kl_warmup_steps, **kwargs)
 
 
-def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, seed=None, **kwargs):
-    """The best recipe for a one-hour CPU budget: the `vae` preset (784-1024-512-32, IWAE-5)
-    with a VampPrior of `num_components` learned pseudo-inputs (500, as Tomczak & Welling 2018) instead of
-    N(0, I). `kerasvae train --model vae-best` trains it for its budget (presets.training_defaults: 45
-    epochs, 54-89 s each for 28x28 images on a 2-core AVX-512 CPU). Test NLL on dynamically binarized
-    Fashion-MNIST (benchmarks/nll.py, k=1000): 228.34 nats, against the published VampPrior row's 227.35."""
+def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_samples=5, seed=None, **kwargs):
+    """The best recipe for a one-hour CPU budget: the `vae` network (784-1024-512-32) with a VampPrior of
+    `num_components` learned pseudo-inputs (500, as Tomczak & Welling 2018) instead of N(0, I), trained on
+    IWAE-5 rather than `vae`'s IWAE-10: ten samples make its step about 1.6x as long (benchmarks/step_time.py),
+    which 45 epochs in an hour have no room for. `kerasvae train --model vae-best` trains it for its budget
+    (presets.training_defaults: 45 epochs, 54-89 s each for 28x28 images on a 2-core AVX-512 CPU). Test NLL
+    on dynamically binarized Fashion-MNIST (benchmarks/nll.py, k=1000): 228.34 nats, against the published
+    VampPrior row's 227.35."""
     prior = priors.VampPrior(latent_dim, input_shape, num_components=num_components, seed=seed)
-    return vae(input_shape, latent_dim, prior=prior, seed=seed, **kwargs)
+    return vae(input_shape, latent_dim, prior=prior, num_samples=num_samples, seed=seed, **kwargs)
 
 
 def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihood="bernoulli", **kwargs):

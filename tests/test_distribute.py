@@ -196,7 +196,7 @@ def test_multi_worker_run_survives_a_killed_worker_and_resumes(tmp_path, digits)
     assert json.loads((out / "config.json").read_text())["num_replicas"] == 2
 
     model = keras.saving.load_model(out / "model.keras")
-    # the chief's model, on the test split, with the bound val_loss estimates (the vae preset's IWAE-5)
+    # the chief's model, on the test split, with the bound val_loss estimates (the vae preset's IWAE-10)
     test_loss = -float(np.mean(model.log_likelihood(digits[2], num_samples=model.num_samples, seed=0)))
     assert test_loss == pytest.approx(history["val_loss"][-1], rel=0.05)
     assert test_loss < history["val_loss"][0]
