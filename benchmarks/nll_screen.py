@@ -47,6 +47,8 @@ VARIANTS = {
     "lr3e3_average": ({}, {"lr": 3e-3, "average": 0.999}),
     "wide_iwae5_average": ({**WIDE, "num_samples": 5}, {"average": 0.999}),
     "wide_iwae10_average": ({**WIDE, "num_samples": 10}, {"average": 0.999}),
+    "wide_iwae10_average_elu": ({**WIDE, "num_samples": 10, "activation": "elu"}, {"average": 0.999}),
+    "wide_iwae10_average_silu": ({**WIDE, "num_samples": 10, "activation": "silu"}, {"average": 0.999}),
 }
 
 
