@@ -22,7 +22,8 @@ import kerasvae as kv
 
 BATCH = 128
 WIDE = {"hidden": (1024, 512)}
-# name: (mlp_vae options, training options). Training options: lr (rate), schedule ("cosine" | "tail30":
+# name: (model options, training options). Model options go to `mlp_vae`, or to the preset named by
+# "preset". Training options: lr (rate), schedule ("cosine" | "tail30":
 # linear decay to 0 over the last 30% of steps), batch, policy, average (weight-average momentum).
 VARIANTS = {
     "classic": ({}, {}),
@@ -49,6 +50,8 @@ VARIANTS = {
     "wide_iwae10_average": ({**WIDE, "num_samples": 10}, {"average": 0.999}),
     "wide_iwae10_average_elu": ({**WIDE, "num_samples": 10, "activation": "elu"}, {"average": 0.999}),
     "wide_iwae10_average_silu": ({**WIDE, "num_samples": 10, "activation": "silu"}, {"average": 0.999}),
+    "conv_average": ({"preset": "conv_vae", "latent_dim": 32}, {"average": 0.999}),
+    "conv_warmup2k_average": ({"preset": "conv_vae", "latent_dim": 32, "kl_warmup_steps": 2000}, {"average": 0.999}),
 }
 
 
@@ -79,7 +82,8 @@ def screen(name, x, x_test, epochs, num_samples):
     learning_rate = schedule[options["schedule"]]() if "schedule" in options else rate
     average = {"use_ema": True, "ema_momentum": options["average"]} if "average" in options else {}
     with kv.distribute.precision(options.get("policy", "float32")):
-        model = kv.presets.mlp_vae(input_shape=x.shape[1:], seed=0, **model_options)
+        preset = kv.presets.get(model_options.get("preset", "mlp_vae"))
+        model = preset(input_shape=x.shape[1:], seed=0, **{k: v for k, v in model_options.items() if k != "preset"})
         model.compile(kv.optimizers.Adam(learning_rate, **average))
     last = LastWeights()
     start = time.perf_counter()

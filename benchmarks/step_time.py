@@ -28,6 +28,8 @@ VARIANTS = {
     "vae_k50": ("vae", {"num_samples": 50}),
     "vae_best_k5": ("vae_best", {"num_samples": 5}),
     "vae_best_k10": ("vae_best", {"num_samples": 10}),
+    "conv_k1": ("conv_vae", {"latent_dim": 32}),
+    "conv_k10": ("conv_vae", {"latent_dim": 32, "num_samples": 10}),
 }
 
 
