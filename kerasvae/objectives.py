@@ -5,6 +5,9 @@ Notation: x data, z latents, q = q(z|x) the posterior, p = p(z) the prior, log p
 - ELBO:   log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || p(z))                        (Kingma & Welling 2014)
 - beta:   loss = -E_q[log p(x|z)] + beta * KL                                       (Higgins et al. 2017)
 - IWAE:   log p(x) >= E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q             (Burda et al. 2016)
+- DReG:   the IWAE bound's encoder gradient with the score-function part rewritten by reparameterization
+          (Tucker et al. 2019): grad_phi = sum_i w~_i^2 (d log w_i / d z_i)(d z_i / d phi), w~ = softmax(log w),
+          log q evaluated with its parameters held fixed; the decoder's gradient is the bound's own.
 - log p(x) ~= logsumexp_i(log w_i) - log k with w_i = p(x|z_i) p(z_i) / q(z_i|x): the same estimator with
   large k, consistent as k -> inf, evaluated in chunks so k = 5000 fits in memory.
 """
@@ -70,6 +73,53 @@ def iwae_bound(log_weights):
     """log (1/k) sum_i w_i over the sample axis 0 of log_weights [k, *batch], computed in log space."""
     k = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
+
+
+class PathGradientScale:
+    """Identity on z forward; backward, dL/dz times a factor set after the forward pass (`set_factor`).
+
+    DReG weights each sample's path gradient by its normalized importance weight, which depends on the
+    decoder's output for that very sample, so the factor can only be known once the loss is built; the
+    backward pass reads it then. One instance per traced loss.
+    """
+
+    def __init__(self):
+        self.factor = None
+
+    def __call__(self, z):
+        @tf.custom_gradient
+        def identity(value):
+            return tf.identity(value), lambda upstream: upstream * self.factor
+
+        return identity(z)
+
+    def set_factor(self, factor):
+        self.factor = tf.stop_gradient(factor)
+
+
+def dreg_iwae_bound(log_weights, path, kl_weight=1.0):
+    """The IWAE bound per example (its value), with the DReG gradient (Tucker et al. 2019).
+
+    log_weights [k, *batch] = log p(x|z) + beta (log p(z) - log q(z|x)), computed from z = path(z_sampled)
+    and with q's parameters under tf.stop_gradient, so only the path through z reaches the encoder. The
+    surrogate sum_i w~_i log w_i gives the decoder the bound's exact gradient and the encoder
+    sum_i w~_i (d log w_i / d z_i)(d z_i / d phi); the path scale turns the encoder's factor w~_i into
+    w~_i (1 - beta + beta w~_i): the reparameterized score term -beta w~_i (1 - w~_i) added to the path term
+    w~_i, which is w~_i^2 at beta = 1 (KL warm-up tempers the weights with beta < 1).
+    """
+    normalized = tf.stop_gradient(tf.nn.softmax(log_weights, axis=0))
+    path.set_factor(((1.0 - kl_weight) + kl_weight * normalized)[..., tf.newaxis])
+    surrogate = tf.reduce_sum(normalized * log_weights, axis=0)
+    return tf.stop_gradient(iwae_bound(log_weights) - surrogate) + surrogate
+
+
+def hold_parameters(distribution):
+    """The same diagonal Gaussian with its parameters under tf.stop_gradient: log_prob then depends on the
+    encoder only through its argument z."""
+    normal = as_factorized_normal(distribution)
+    if normal is None:
+        raise ValueError(f"DReG needs a diagonal Gaussian posterior, got {type(distribution).__name__}.")
+    return tfd.MultivariateNormalDiag(tf.stop_gradient(normal.loc), tf.stop_gradient(normal.scale))
 
 
 def importance_weighted_log_likelihood(log_weights_fn, num_samples, chunk_size):

@@ -15,6 +15,7 @@ MODELS = {
     "vae": lambda: small_vae(),
     "conv_vae": lambda: kv.presets.conv_vae(input_shape=DIGITS_SHAPE, latent_dim=4, filters=(8, 16), seed=0),
     "iwae": lambda: small_vae(num_samples=5),
+    "iwae_dreg_warmup": lambda: small_vae(num_samples=5, gradient_estimator="dreg", kl_warmup_steps=50),
     "beta_vae_warmup_free_bits": lambda: small_vae(beta=2.0, kl_warmup_steps=50, free_bits=0.1),
     "monte_carlo_kl": lambda: small_vae(analytic_kl=False),
     "gaussian_vae": lambda: small_vae(likelihood="gaussian"),
@@ -154,6 +155,30 @@ def test_kl_weight_warms_up_linearly_to_beta():
         model.train_on_batch(x)
     np.testing.assert_allclose(weights[:3], [0.2, 0.4, 0.6], rtol=1e-6)
     assert weights[-1] == 2.0 and float(model.kl_weight(training=False)) == 2.0
+
+
+def test_dreg_changes_only_the_encoder_gradient_of_the_same_draw(trained_vae, binary_digits):
+    # The same weights and the same draw of z: one loss value, one decoder gradient; the encoder's differs.
+    models = {}
+    for estimator in ("reparameterized", "dreg"):
+        models[estimator] = small_vae(num_samples=10, gradient_estimator=estimator)
+        models[estimator].set_weights(trained_vae.get_weights())
+    x = tf.constant(binary_digits[0][:64])
+    losses, gradients = {}, {}
+    for estimator, model in models.items():
+        with tf.GradientTape() as tape:
+            losses[estimator] = model.loss_terms(x, training=True)["loss"]
+        gradients[estimator] = [g.numpy() for g in tape.gradient(losses[estimator], model.trainable_variables)]
+    np.testing.assert_allclose(losses["dreg"], losses["reparameterized"], rtol=1e-6)
+    model = models["dreg"]
+    encoder = {id(v) for v in model.encoder.trainable_variables + model.posterior_head.trainable_variables}
+    for variable, plain, dreg in zip(model.trainable_variables, gradients["reparameterized"], gradients["dreg"]):
+        if id(variable) in encoder:
+            assert not np.allclose(plain, dreg, atol=1e-4), variable.path
+        else:
+            np.testing.assert_allclose(dreg, plain, atol=1e-5, err_msg=variable.path)
+    with pytest.raises(ValueError, match="gradient_estimator"):
+        small_vae(gradient_estimator="vimco")
 
 
 def test_corruption_applies_in_training_only(digits):

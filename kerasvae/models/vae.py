@@ -9,6 +9,9 @@ from kerasvae._tfp import stateless_seed
 from kerasvae.models.base import LatentVariableModel, serialize
 
 
+GRADIENT_ESTIMATORS = ("reparameterized", "dreg")
+
+
 @keras.saving.register_keras_serializable(package="kerasvae")
 class VAE(LatentVariableModel):
     """Gaussian-posterior VAE (Kingma & Welling 2014), beta-VAE (Higgins et al. 2017) and IWAE (Burda et al.
@@ -16,7 +19,8 @@ class VAE(LatentVariableModel):
 
     loss = -E_q[log p(x|z)] + w_t * KL(q(z|x) || p(z)),   w_t = beta * min(1, t / kl_warmup_steps)
 
-    With num_samples k > 1 the loss is the IWAE bound, -log (1/k) sum_i p(x|z_i) (p(z_i)/q(z_i|x))^w_t.
+    With num_samples k > 1 the loss is the IWAE bound, -log (1/k) sum_i p(x|z_i) (p(z_i)/q(z_i|x))^w_t,
+    and gradient_estimator="dreg" trains it with doubly reparameterized encoder gradients (objectives).
 
     Args:
         encoder, decoder: keras layers. Torsos (see kerasvae.networks).
@@ -29,6 +33,10 @@ class VAE(LatentVariableModel):
             kerasvae.priors. Defaults to "normal".
         beta: float. Weight of the KL term. Defaults to 1.0.
         num_samples: int. Posterior samples per example; > 1 trains the IWAE bound. Defaults to 1.
+        gradient_estimator: str. How the IWAE bound's gradient is estimated: "reparameterized" (the
+            bound's own reparameterized gradient) or "dreg" (Tucker et al. 2019: the encoder's gradient
+            without its score-function noise, whose signal-to-noise ratio otherwise falls as k grows;
+            same cost a step). Only used when num_samples > 1. Defaults to "reparameterized".
         kl_warmup_steps: int. Optimizer steps over which the KL weight ramps linearly from 0 to beta.
             Defaults to 0 (no warm-up).
         free_bits: float. Nats of KL per latent dimension the loss does not penalize. Defaults to 0.
@@ -52,6 +60,7 @@ class VAE(LatentVariableModel):
         prior="normal",
         beta=1.0,
         num_samples=1,
+        gradient_estimator="reparameterized",
         kl_warmup_steps=0,
         free_bits=0.0,
         analytic_kl=None,
@@ -60,12 +69,15 @@ class VAE(LatentVariableModel):
     ):
         self.beta = float(beta)
         self.num_samples = int(num_samples)
+        self.gradient_estimator = gradient_estimator
         self.kl_warmup_steps = int(kl_warmup_steps)
         self.free_bits = float(free_bits)
         self.analytic_kl = analytic_kl
         self.min_scale = float(min_scale)
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if gradient_estimator not in GRADIENT_ESTIMATORS:
+            raise ValueError(f"gradient_estimator must be one of {GRADIENT_ESTIMATORS}, got {gradient_estimator!r}.")
         super().__init__(
             encoder=encoder,
             decoder=decoder,
@@ -78,12 +90,13 @@ class VAE(LatentVariableModel):
             **kwargs,
         )
 
-    def elbo_parts(self, x, num_samples, seed, training=False, shared_noise=False, labels=None):
+    def elbo_parts(self, x, num_samples, seed, training=False, shared_noise=False, labels=None, path=None):
         """z ~ q(z|x) [k, n, latent_dim], log p(x|z) [k, n] and KL(q || p) [n], with q and p.
 
         shared_noise=True draws one standard-normal eps [k, 1, latent_dim] for the whole batch and sets
         z = loc + scale * eps (common random numbers): each example's estimate is then a function of that
-        example alone, whatever batch it arrives in."""
+        example alone, whatever batch it arrives in. `path` (an objectives.PathGradientScale) wraps z
+        before anything reads it."""
         q = self.posterior(x, training=training, labels=labels)
         p = self.prior
         if shared_noise:
@@ -91,6 +104,8 @@ class VAE(LatentVariableModel):
             z = q.mean() + q.stddev() * eps
         else:
             z = q.sample(num_samples, seed=seed)
+        if path is not None:
+            z = path(z)
         log_px_given_z = self.likelihood.log_prob(self.likelihood_params(z, training=training, labels=labels), x)
         kl = objectives.kl_divergence(q, p, z, analytic=self.analytic_kl)
         return q, p, z, log_px_given_z, kl
@@ -103,13 +118,17 @@ class VAE(LatentVariableModel):
 
     def loss_terms(self, x, training=False, labels=None):
         seed = stateless_seed(self.seed_generator)
-        q, p, z, log_px_given_z, kl = self.elbo_parts(x, self.num_samples, seed, training, labels=labels)
+        dreg = self.num_samples > 1 and training and self.gradient_estimator == "dreg"
+        path = objectives.PathGradientScale() if dreg else None
+        q, p, z, log_px_given_z, kl = self.elbo_parts(x, self.num_samples, seed, training, labels=labels, path=path)
         reconstruction = -tf.reduce_mean(log_px_given_z)
         mean_kl = tf.reduce_mean(kl)
         weight = self.kl_weight(training)
         if self.num_samples > 1:
-            log_weights = log_px_given_z + weight * (p.log_prob(z) - q.log_prob(z))
-            loss = -tf.reduce_mean(objectives.iwae_bound(log_weights))
+            log_q = (objectives.hold_parameters(q) if dreg else q).log_prob(z)
+            log_weights = log_px_given_z + weight * (p.log_prob(z) - log_q)
+            bound = objectives.dreg_iwae_bound(log_weights, path, weight) if dreg else objectives.iwae_bound(log_weights)
+            loss = -tf.reduce_mean(bound)
         elif self.free_bits > 0:
             kl_term = objectives.free_bits_kl(kl, objectives.kl_per_dimension(q, p), self.free_bits, self.latent_dim)
             loss = reconstruction + weight * kl_term
@@ -127,6 +146,7 @@ class VAE(LatentVariableModel):
             "prior": serialize(self.prior_layer),
             "beta": self.beta,
             "num_samples": self.num_samples,
+            "gradient_estimator": self.gradient_estimator,
             "kl_warmup_steps": self.kl_warmup_steps,
             "free_bits": self.free_bits,
             "analytic_kl": self.analytic_kl,
