@@ -50,6 +50,12 @@ VARIANTS = {
     "wide_iwae10_average": ({**WIDE, "num_samples": 10}, {"average": 0.999}),
     "wide_iwae10_average_elu": ({**WIDE, "num_samples": 10, "activation": "elu"}, {"average": 0.999}),
     "wide_iwae10_average_silu": ({**WIDE, "num_samples": 10, "activation": "silu"}, {"average": 0.999}),
+    "wide_iwae10_average_dreg": ({**WIDE, "num_samples": 10, "gradient_estimator": "dreg"}, {"average": 0.999}),
+    # the `vae` preset's conv encoder, without its warm-up and DReG (the screen's IWAE-10 baseline otherwise)
+    "convenc_iwae10_average": (
+        {"preset": "vae", "kl_warmup_steps": 0, "gradient_estimator": "reparameterized"},
+        {"average": 0.999},
+    ),
     "conv_average": ({"preset": "conv_vae", "latent_dim": 32}, {"average": 0.999}),
     "conv_warmup2k_average": ({"preset": "conv_vae", "latent_dim": 32, "kl_warmup_steps": 2000}, {"average": 0.999}),
 }

@@ -32,35 +32,48 @@ def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likel
     return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
-def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 512), num_samples=10, kl_warmup_steps=5000,
-        likelihood="bernoulli", **kwargs):
-    """The default VAE, tuned for test log-likelihood at a CPU budget: the classic MLP widened to
-    input-1024-512-latent, trained on the importance-weighted bound with 10 samples (IWAE; the generative
-    model and the Gaussian encoder are a VAE's, only the training bound is tighter), with the KL weight
-    warmed up from 0 to 1 over the first 5,000 steps, N(0, I) prior. `kerasvae train` keeps a moving
-    average of its weights (training_defaults: weight_averaging 0.999).
+def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 512), encoder_filters=(32, 64), num_samples=10,
+        gradient_estimator="dreg", kl_warmup_steps=5000, likelihood="bernoulli", activation="relu", **kwargs):
+    """The default VAE, tuned for test log-likelihood at a CPU budget: a strided Conv2D encoder torso
+    (`encoder_filters` 32-64, then Dense 512) and an MLP decoder latent-512-1024-input, trained on the
+    importance-weighted bound with 10 samples (IWAE; the generative model and the Gaussian encoder are a
+    VAE's, only the training bound is tighter) with DReG gradients, the KL weight warmed up from 0 to 1 over
+    the first 5,000 steps, N(0, I) prior. `kerasvae train` keeps a moving average of its weights
+    (training_defaults: weight_averaging 0.999). IWAE pays for the decoder once a sample and for the encoder
+    once an image, so the encoder is where capacity is cheap. `encoder_filters=None` gives the MLP encoder
+    input-1024-512-latent (images of any rank).
 
-    Test NLL on dynamically binarized Fashion-MNIST (k=1000; BENCHMARKS.md): 230.39 nats after 30 epochs,
-    against 234.02 for the classic `mlp_vae` and 230.63 when trained on 5 samples. Ten-epoch screens (first
-    1,000 test images): classic 237.45, widened 236.60, IWAE-5 236.06, both 234.98, KL warm-up over 2,000
-    or 4,000 steps 236.13 or 236.22, a weight average 0.56-0.79 better than the same runs' last-step
-    weights, IWAE-10 233.75 against IWAE-5's 234.31 with it. A cosine learning-rate decay, gated layers,
-    ELU or SiLU, bfloat16, smaller batches and learning rates of 2e-3 and 3e-3 made it worse or moved it
-    under 0.5 nats at 30 epochs. A step costs about 8x the classic's CPU time (benchmarks/step_time.py)."""
-    return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, num_samples=num_samples,
-                      kl_warmup_steps=kl_warmup_steps, **kwargs)
+    Test NLL on dynamically binarized Fashion-MNIST (k=1000; BENCHMARKS.md) after 30 epochs: 229.59
+    nats; the MLP encoder gives 230.00 with DReG and 230.39 without, the classic `mlp_vae` 234.02.
+    Ten-epoch screens (first 1,000 test images): classic 237.45, widened 236.60, IWAE-5 236.06, both
+    234.98, KL warm-up over 2,000 or 4,000 steps 236.13 or 236.22, a weight average 0.56-0.79 better than
+    the same runs' last-step weights, IWAE-10 233.75 against IWAE-5's 234.31 with it, DReG 233.27, the conv
+    encoder 233.15. A cosine learning-rate decay, gated layers, ELU or SiLU, bfloat16, smaller batches and
+    learning rates of 2e-3 and 3e-3 made it worse or moved it under 0.5 nats at 30 epochs. A step costs
+    about 8x the classic's CPU time (benchmarks/step_time.py)."""
+    if encoder_filters is None:
+        encoder = networks.MLP(hidden, activation=activation)
+    else:
+        encoder = networks.ConvEncoder(encoder_filters, dense_units=hidden[-1], activation=activation)
+    decoder = networks.MLP(tuple(reversed(hidden)), activation=activation)
+    return VAE(encoder=encoder, decoder=decoder, latent_dim=latent_dim, input_shape=input_shape, likelihood=likelihood,
+               num_samples=num_samples, gradient_estimator=gradient_estimator, kl_warmup_steps=kl_warmup_steps, **kwargs)
 
 
-def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_samples=5, seed=None, **kwargs):
-    """The best recipe for a one-hour CPU budget: the `vae` network (784-1024-512-32) with a VampPrior of
+def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_samples=5, encoder_filters=None,
+             gradient_estimator="reparameterized", seed=None, **kwargs):
+    """The best recipe for a one-hour CPU budget: the MLP `vae` network (784-1024-512-32) with a VampPrior of
     `num_components` learned pseudo-inputs (500, as Tomczak & Welling 2018) instead of N(0, I), trained on
     IWAE-5 rather than `vae`'s IWAE-10: ten samples make its step about 1.6x as long (benchmarks/step_time.py),
-    which 45 epochs in an hour have no room for. `kerasvae train --model vae-best` trains it for its budget
+    which 45 epochs in an hour have no room for. It keeps the MLP encoder and the plain IWAE gradient it was
+    measured with: the conv encoder would also encode the 500 pseudo-inputs every step, and neither it nor
+    DReG has been measured over its 45 epochs yet. `kerasvae train --model vae-best` trains it for its budget
     (presets.training_defaults: 45 epochs, 54-89 s each for 28x28 images on a 2-core AVX-512 CPU). Test NLL
     on dynamically binarized Fashion-MNIST (benchmarks/nll.py, k=1000): 228.34 nats, against the published
     VampPrior row's 227.35."""
     prior = priors.VampPrior(latent_dim, input_shape, num_components=num_components, seed=seed)
-    return vae(input_shape, latent_dim, prior=prior, num_samples=num_samples, seed=seed, **kwargs)
+    return vae(input_shape, latent_dim, prior=prior, num_samples=num_samples, encoder_filters=encoder_filters,
+               gradient_estimator=gradient_estimator, seed=seed, **kwargs)
 
 
 def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihood="bernoulli", **kwargs):

@@ -140,7 +140,10 @@ def test_vae_best_is_the_vae_with_a_vamp_prior_and_saves_whole(tmp_path):
     model = kv.presets.get("vae-best")(input_shape=(8, 8, 1), latent_dim=4, seed=0)
     assert isinstance(model.prior_layer, kv.priors.VampPrior) and model.prior_layer.num_components == 500
     assert model.num_samples == 5 and model.encoder.units == (1024, 512)  # IWAE-5: IWAE-10 would not fit its hour
-    assert kv.presets.vae().num_samples == 10
+    assert model.gradient_estimator == "reparameterized"  # as measured over its 45 epochs
+    default = kv.presets.vae()
+    assert default.num_samples == 10 and default.gradient_estimator == "dreg"
+    assert isinstance(default.encoder, kv.networks.ConvEncoder) and default.decoder.units == (512, 1024)
     x = np.random.default_rng(0).integers(0, 2, (6, 8, 8, 1)).astype("float32")
     model.save(tmp_path / "best.keras")
     reloaded = kv.saving.load_model(tmp_path / "best.keras")

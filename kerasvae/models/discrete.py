@@ -158,9 +158,10 @@ class DiscreteVAE(VAE):
             return head.harden(soft)
         return posteriors.straight_through(soft, head.harden(soft)) if self.straight_through else soft
 
-    def elbo_parts(self, x, num_samples, seed, training=False, shared_noise=False, labels=None):
+    def elbo_parts(self, x, num_samples, seed, training=False, shared_noise=False, labels=None, path=None):
         """z [k, n, latent_dim], log p(x|z) [k, n] and KL(q || p) [n], with q and p the discrete posterior
-        and prior. z is relaxed at the current temperature in training, a hard draw from q otherwise."""
+        and prior. z is relaxed at the current temperature in training, a hard draw from q otherwise.
+        `path` is VAE's hook for DReG, which only the IWAE bound uses: discrete codes train on one sample."""
         params = self.posterior_params(x, training=training, labels=labels)
         q, p = self.posterior_head.distribution(params), self.prior
         temperature = self.current_temperature() if training else None
