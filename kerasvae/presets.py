@@ -50,7 +50,7 @@ def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 512), encoder_filt
     the same runs' last-step weights, IWAE-10 233.75 against IWAE-5's 234.31 with it, DReG 233.27, the conv
     encoder 233.15. A cosine learning-rate decay, gated layers, ELU or SiLU, bfloat16, smaller batches and
     learning rates of 2e-3 and 3e-3 made it worse or moved it under 0.5 nats at 30 epochs. A step costs
-    about 8x the classic's CPU time (benchmarks/step_time.py)."""
+    about 9x the classic's CPU time, 1.13x the MLP encoder's (benchmarks/step_time.py)."""
     if encoder_filters is None:
         encoder = networks.MLP(hidden, activation=activation)
     else:
