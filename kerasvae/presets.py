@@ -16,9 +16,10 @@ from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE
 CLASSIC_HIDDEN = (512, 256)
 
 
-def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=False, activation="relu", **kwargs):
+def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=False, activation="relu", encoder=None, **kwargs):
+    """MLP torsos `hidden` and their mirror; `encoder` replaces the MLP encoder when given."""
     return model_class(
-        encoder=networks.MLP(hidden, activation=activation, gated=gated),
+        encoder=encoder or networks.MLP(hidden, activation=activation, gated=gated),
         decoder=networks.MLP(tuple(reversed(hidden)), activation=activation, gated=gated),
         latent_dim=latent_dim,
         input_shape=input_shape,
@@ -52,13 +53,9 @@ def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 512), encoder_filt
     encoder 233.15. A cosine learning-rate decay, gated layers, ELU or SiLU, bfloat16, smaller batches and
     learning rates of 2e-3 and 3e-3 made it worse or moved it under 0.5 nats at 30 epochs. A step costs
     about 10x the classic's CPU time, 1.22x the MLP encoder's (benchmarks/step_time.py)."""
-    if encoder_filters is None:
-        encoder = networks.MLP(hidden, activation=activation)
-    else:
-        encoder = networks.ConvEncoder(encoder_filters, dense_units=hidden[-1], activation=activation)
-    decoder = networks.MLP(tuple(reversed(hidden)), activation=activation)
-    return VAE(encoder=encoder, decoder=decoder, latent_dim=latent_dim, input_shape=input_shape, likelihood=likelihood,
-               num_samples=num_samples, gradient_estimator=gradient_estimator, kl_warmup_steps=kl_warmup_steps, **kwargs)
+    encoder = None if encoder_filters is None else networks.ConvEncoder(encoder_filters, dense_units=hidden[-1], activation=activation)
+    return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, activation=activation, encoder=encoder,
+                      num_samples=num_samples, gradient_estimator=gradient_estimator, kl_warmup_steps=kl_warmup_steps, **kwargs)
 
 
 def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_samples=5, encoder_filters=None,
