@@ -143,7 +143,8 @@ def test_vae_best_is_the_vae_with_a_vamp_prior_and_saves_whole(tmp_path):
     assert model.gradient_estimator == "reparameterized"  # as measured over its 45 epochs
     default = kv.presets.vae()
     assert default.num_samples == 10 and default.gradient_estimator == "dreg"
-    assert default.encoder.filters == (32, 64, 128) and default.decoder.units == (512, 1024)
+    assert default.encoder.filters == (32, 64, 128) and default.encoder.dense_units == 512
+    assert default.decoder.units == (512, 1024, 1024)
     x = np.random.default_rng(0).integers(0, 2, (6, 8, 8, 1)).astype("float32")
     model.save(tmp_path / "best.keras")
     reloaded = kv.saving.load_model(tmp_path / "best.keras")
