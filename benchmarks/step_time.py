@@ -28,6 +28,7 @@ VARIANTS = {
     "classic": ("mlp_vae", {}),
     "vae": ("vae", {}),
     "vae_two_layer_decoder": ("vae", TWO_LAYER_DECODER),
+    "vae_iwae15": ("vae", {"num_samples": 15}),
     "vae_k5": ("vae", {**MLP_ENCODER, "num_samples": 5}),
     "vae_k10": ("vae", {**MLP_ENCODER, "num_samples": 10}),
     "vae_k10_dreg": ("vae", {**MLP_ENCODER, "num_samples": 10, "gradient_estimator": "dreg"}),
