@@ -53,7 +53,7 @@ VARIANTS = {
     "wide_iwae10_average_dreg": ({**WIDE, "num_samples": 10, "gradient_estimator": "dreg"}, {"average": 0.999}),
     # the `vae` preset with two conv layers, without its warm-up and DReG (the IWAE-10 baseline otherwise)
     "convenc_iwae10_average": (
-        {"preset": "vae", **WIDE, "encoder_filters": (32, 64), "kl_warmup_steps": 0, "gradient_estimator": "reparameterized"},
+        {"preset": "vae", **WIDE, "encoder_filters": (32, 64), "latent_skip": False, "kl_warmup_steps": 0, "gradient_estimator": "reparameterized"},
         {"average": 0.999},
     ),
     "conv_average": ({"preset": "conv_vae", "latent_dim": 32}, {"average": 0.999}),

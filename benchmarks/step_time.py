@@ -21,14 +21,17 @@ import kerasvae as kv
 BATCH = 128
 # name: (preset, options). The `vae_k*` rows are the `vae` network as it was until 2026-11-30 (MLP encoder
 # 1024-512, decoder 512-1024, plain IWAE gradient); `vae` is the preset now (conv encoder, decoder
-# 512-1024-1024, DReG), `vae_two_layer_decoder` the same with the decoder it had before.
-TWO_LAYER_DECODER = {"hidden": (1024, 512)}
+# 512-1024-1024 with the latent skipped to its later layers, DReG), `vae_no_skip` the same without the
+# skip connections, `vae_two_layer_decoder` without them and with the decoder it had before.
+NO_SKIP = {"latent_skip": False}
+TWO_LAYER_DECODER = {**NO_SKIP, "hidden": (1024, 512)}
 MLP_ENCODER = {**TWO_LAYER_DECODER, "encoder_filters": None, "gradient_estimator": "reparameterized"}
 VARIANTS = {
     "classic": ("mlp_vae", {}),
     "vae": ("vae", {}),
+    "vae_no_skip": ("vae", NO_SKIP),
     "vae_two_layer_decoder": ("vae", TWO_LAYER_DECODER),
-    "vae_iwae15": ("vae", {"num_samples": 15}),
+    "vae_iwae15": ("vae", {**NO_SKIP, "num_samples": 15}),
     "vae_k5": ("vae", {**MLP_ENCODER, "num_samples": 5}),
     "vae_k10": ("vae", {**MLP_ENCODER, "num_samples": 10}),
     "vae_k10_dreg": ("vae", {**MLP_ENCODER, "num_samples": 10, "gradient_estimator": "dreg"}),

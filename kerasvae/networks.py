@@ -29,16 +29,22 @@ class MLP(keras.layers.Layer):
         gated: bool. Gated layers (Dauphin et al. 2017; the VampPrior paper's torsos): each layer computes
             h = (W x + b) * sigmoid(V x + c), one Dense of twice the width split in two, and `activation`
             is not used. Defaults to False.
+        input_skip: bool. Every layer after the first also sees the flattened input, concatenated to the
+            previous layer's output: h_i = f(W_i [h_(i-1), x] + b_i). In a decoder the input is the latent
+            code, and these are the generative skip connections of Dieng et al. 2019 ("Avoiding latent
+            variable collapse with generative skip models"), which keep z within one layer of every
+            layer. Defaults to False.
 
     >>> MLP((512, 256))(keras.ops.zeros((2, 28, 28, 1))).shape
     (2, 256)
     """
 
-    def __init__(self, units=(512, 256), activation="relu", gated=False, **kwargs):
+    def __init__(self, units=(512, 256), activation="relu", gated=False, input_skip=False, **kwargs):
         super().__init__(**kwargs)
         self.units = tuple(int(u) for u in units)
         self.activation = activation
         self.gated = bool(gated)
+        self.input_skip = bool(input_skip)
         self.flatten = keras.layers.Flatten()
         if self.gated:
             self.hidden = [keras.layers.Dense(2 * u) for u in self.units]
@@ -47,14 +53,15 @@ class MLP(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = self.flatten.compute_output_shape(input_shape)
-        for layer in self.hidden:
-            layer.build(shape)
+        skipped = shape[-1] if self.input_skip else 0
+        for i, layer in enumerate(self.hidden):
+            layer.build((*shape[:-1], shape[-1] + (skipped if i else 0)))
             shape = (*shape[:-1], layer.units // 2 if self.gated else layer.units)
 
     def call(self, inputs):
-        h = self.flatten(inputs)
-        for layer in self.hidden:
-            h = layer(h)
+        x = h = self.flatten(inputs)
+        for i, layer in enumerate(self.hidden):
+            h = layer(keras.ops.concatenate([h, x], axis=-1) if self.input_skip and i else h)
             if self.gated:
                 value, gate = keras.ops.split(h, 2, axis=-1)
                 h = value * keras.ops.sigmoid(gate)
@@ -64,7 +71,8 @@ class MLP(keras.layers.Layer):
         return (input_shape[0], self.units[-1]) if self.units else self.flatten.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation, "gated": self.gated}
+        return {**super().get_config(), "units": self.units, "activation": self.activation, "gated": self.gated,
+                "input_skip": self.input_skip}
 
 
 @serializable

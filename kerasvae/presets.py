@@ -16,11 +16,13 @@ from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE
 CLASSIC_HIDDEN = (512, 256)
 
 
-def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=False, activation="relu", encoder=None, **kwargs):
-    """MLP torsos `hidden` and their mirror; `encoder` replaces the MLP encoder when given."""
+def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=False, activation="relu", encoder=None,
+               latent_skip=False, **kwargs):
+    """MLP torsos `hidden` and their mirror; `encoder` replaces the MLP encoder when given, `latent_skip`
+    gives the decoder's later layers the latent code too (networks.MLP's input_skip)."""
     return model_class(
-        encoder=encoder or networks.MLP(hidden, activation=activation, gated=gated),
-        decoder=networks.MLP(tuple(reversed(hidden)), activation=activation, gated=gated),
+        encoder=networks.MLP(hidden, activation=activation, gated=gated) if encoder is None else encoder,
+        decoder=networks.MLP(tuple(reversed(hidden)), activation=activation, gated=gated, input_skip=latent_skip),
         latent_dim=latent_dim,
         input_shape=input_shape,
         likelihood=likelihood,
@@ -33,21 +35,25 @@ def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likel
     return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
-def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 1024, 512), encoder_filters=(32, 64, 128), num_samples=10,
-        gradient_estimator="dreg", kl_warmup_steps=5000, likelihood="bernoulli", activation="relu", **kwargs):
+def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 1024, 512), encoder_filters=(32, 64, 128), latent_skip=True,
+        num_samples=10, gradient_estimator="dreg", kl_warmup_steps=5000, likelihood="bernoulli", activation="relu", **kwargs):
     """The default VAE, tuned for test log-likelihood at a CPU budget: a strided Conv2D encoder torso
     (`encoder_filters` 32-64-128, then Dense `hidden[-1]` 512) and an MLP decoder latent-512-1024-1024-input
-    (`hidden` reversed), trained on the importance-weighted bound with 10 samples (IWAE; the generative
-    model and the Gaussian encoder are a VAE's, only the training bound is tighter) with DReG gradients, the
-    KL weight warmed up from 0 to 1 over the first 5,000 steps, N(0, I) prior. `kerasvae train` keeps a
-    moving average of its weights (training_defaults: weight_averaging 0.999). IWAE pays for the decoder
-    once a sample and for the encoder once an image, so the encoder is where capacity is cheap.
-    `encoder_filters=None` gives the MLP encoder input-1024-1024-512-latent (images of any rank).
+    (`hidden` reversed) whose second and third layers also see z (`latent_skip`: generative skip
+    connections, networks.MLP's input_skip), trained on the importance-weighted bound with 10 samples
+    (IWAE; the generative model and the Gaussian encoder are a VAE's, only the training bound is tighter)
+    with DReG gradients, the KL weight warmed up from 0 to 1 over the first 5,000 steps, N(0, I) prior.
+    `kerasvae train` keeps a moving average of its weights (training_defaults: weight_averaging 0.999).
+    IWAE pays for the decoder once a sample and for the encoder once an image, so the encoder is where
+    capacity is cheap. `encoder_filters=None` gives the MLP encoder input-1024-1024-512-latent (images of
+    any rank).
 
-    Test NLL on dynamically binarized Fashion-MNIST (k=1000; BENCHMARKS.md) after 30 epochs: 228.91
-    nats; the two-layer decoder 512-1024 gives 229.48, with two conv layers (32-64) 229.59, the MLP encoder
-    230.00 with DReG and 230.39 without, the classic `mlp_vae` 234.02. A decoder 1024-1024, a fourth
-    decoder layer, weight decay 0.1 and dropout 0.1 in the decoder were level or behind in validation.
+    Test NLL on dynamically binarized Fashion-MNIST (k=1000; BENCHMARKS.md) after 30 epochs: 228.52
+    nats, 31 of 32 latent units active; without the skip connections 228.91 with 19 active, with the
+    two-layer decoder 512-1024 229.48, with two conv layers (32-64) 229.59, the MLP encoder 230.00 with
+    DReG and 230.39 without, the classic `mlp_vae` 234.02. A decoder 1024-1024, a fourth decoder layer,
+    an encoder Dense 1024, weight decay 0.1 and dropout 0.1 in the decoder were level or behind in
+    validation; weight averages of momentum 0.99 or 0.9995 scored 0.28 and 0.08 nats worse than 0.999.
     Ten-epoch screens (first 1,000 test images): classic 237.45, widened 236.60, IWAE-5 236.06, both
     234.98, KL warm-up over 2,000 or 4,000 steps 236.13 or 236.22, a weight average 0.56-0.79 better than
     the same runs' last-step weights, IWAE-10 233.75 against IWAE-5's 234.31 with it, DReG 233.27, the conv
@@ -55,25 +61,26 @@ def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 1024, 512), encode
     learning rates of 2e-3 and 3e-3 made it worse or moved it under 0.5 nats at 30 epochs. A step costs
     about 15x the classic's CPU time, 1.43x the two-layer decoder's (benchmarks/step_time.py)."""
     encoder = None if encoder_filters is None else networks.ConvEncoder(encoder_filters, dense_units=hidden[-1], activation=activation)
-    return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, activation=activation, encoder=encoder,
+    return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, activation=activation, encoder=encoder, latent_skip=latent_skip,
                       num_samples=num_samples, gradient_estimator=gradient_estimator, kl_warmup_steps=kl_warmup_steps, **kwargs)
 
 
 def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_samples=5, hidden=(1024, 512),
-             encoder_filters=None, gradient_estimator="reparameterized", seed=None, **kwargs):
-    """The best recipe for a one-hour CPU budget: the MLP `vae` network as it was before its conv encoder
-    and third decoder layer (784-1024-512-32 and its mirror, `hidden`) with a VampPrior of `num_components`
-    learned pseudo-inputs (500, as Tomczak & Welling 2018) instead of N(0, I), trained on IWAE-5 rather than
-    `vae`'s IWAE-10: ten samples make its step about 1.6x as long (benchmarks/step_time.py), which 45 epochs
-    in an hour have no room for. It keeps the network and the plain IWAE gradient it was measured with: the
-    conv encoder would also encode the 500 pseudo-inputs every step, the third decoder layer costs 1.43x a
-    step, and none of them nor DReG has been measured over its 45 epochs yet. `kerasvae train --model
-    vae-best` trains it for its budget (presets.training_defaults: 45 epochs, 54-89 s each for 28x28 images
-    on a 2-core AVX-512 CPU). Test NLL on dynamically binarized Fashion-MNIST (benchmarks/nll.py, k=1000):
-    228.34 nats, against the published VampPrior row's 227.35."""
+             encoder_filters=None, latent_skip=False, gradient_estimator="reparameterized", seed=None, **kwargs):
+    """The best recipe for a one-hour CPU budget: the MLP `vae` network as it was before its conv encoder,
+    third decoder layer and skip connections (784-1024-512-32 and its mirror, `hidden`) with a VampPrior of
+    `num_components` learned pseudo-inputs (500, as Tomczak & Welling 2018) instead of N(0, I), trained on
+    IWAE-5 rather than `vae`'s IWAE-10: ten samples make its step about 1.6x as long
+    (benchmarks/step_time.py), which 45 epochs in an hour have no room for. It keeps the network and the
+    plain IWAE gradient it was measured with: the conv encoder would also encode the 500 pseudo-inputs every
+    step, the third decoder layer costs 1.43x a step, and none of them, DReG or the skip connections has
+    been measured over its 45 epochs yet. `kerasvae train --model vae-best` trains it for its budget
+    (presets.training_defaults: 45 epochs, 54-89 s each for 28x28 images on a 2-core AVX-512 CPU). Test
+    NLL on dynamically binarized Fashion-MNIST (benchmarks/nll.py, k=1000): 228.34 nats, against the
+    published VampPrior row's 227.35."""
     prior = priors.VampPrior(latent_dim, input_shape, num_components=num_components, seed=seed)
     return vae(input_shape, latent_dim, hidden=hidden, prior=prior, num_samples=num_samples, encoder_filters=encoder_filters,
-               gradient_estimator=gradient_estimator, seed=seed, **kwargs)
+               latent_skip=latent_skip, gradient_estimator=gradient_estimator, seed=seed, **kwargs)
 
 
 def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihood="bernoulli", **kwargs):

@@ -23,6 +23,21 @@ def test_gated_mlp_computes_value_times_sigmoid_gate():
     assert mlp.compute_output_shape((None, 3)) == (None, 2)
 
 
+def test_input_skip_feeds_the_input_to_every_later_layer():
+    mlp = networks.MLP((3, 2), input_skip=True)
+    x = np.array([[1.0, -2.0], [0.5, 0.25]], np.float32)
+    mlp.build(x.shape)
+    rng = np.random.default_rng(0)
+    first = [rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
+    second = [rng.normal(size=(3 + 2, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)]
+    mlp.hidden[0].set_weights(first)
+    mlp.hidden[1].set_weights(second)
+    relu = lambda a: np.maximum(a, 0.0)
+    h = relu(x @ first[0] + first[1])
+    np.testing.assert_allclose(mlp(x), relu(np.concatenate([h, x], axis=-1) @ second[0] + second[1]), rtol=1e-5, atol=1e-6)
+    assert mlp.compute_output_shape((None, 2)) == (None, 2)
+
+
 @pytest.mark.parametrize("size", [28, 8, 30])
 def test_conv_decoder_reaches_the_target_size(size):
     decoder = networks.ConvDecoder((size, size), filters=(16, 8))
@@ -36,7 +51,7 @@ def test_conv_encoder_halves_per_layer():
 
 @pytest.mark.parametrize(
     "layer",
-    [networks.MLP((4, 3), "tanh"), networks.MLP((4,), gated=True), networks.ConvEncoder((4,), 5, 7), networks.ConvDecoder((12, 10), (4, 2), 3, None)],
+    [networks.MLP((4, 3), "tanh"), networks.MLP((4,), gated=True), networks.MLP((4, 3), input_skip=True), networks.ConvEncoder((4,), 5, 7), networks.ConvDecoder((12, 10), (4, 2), 3, None)],
 )
 def test_config_round_trip(layer):
     restored = type(layer).from_config(layer.get_config())

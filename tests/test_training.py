@@ -140,11 +140,11 @@ def test_vae_best_is_the_vae_with_a_vamp_prior_and_saves_whole(tmp_path):
     model = kv.presets.get("vae-best")(input_shape=(8, 8, 1), latent_dim=4, seed=0)
     assert isinstance(model.prior_layer, kv.priors.VampPrior) and model.prior_layer.num_components == 500
     assert model.num_samples == 5 and model.encoder.units == (1024, 512)  # IWAE-5: IWAE-10 would not fit its hour
-    assert model.gradient_estimator == "reparameterized"  # as measured over its 45 epochs
+    assert model.gradient_estimator == "reparameterized" and not model.decoder.input_skip  # as measured over its 45 epochs
     default = kv.presets.vae()
     assert default.num_samples == 10 and default.gradient_estimator == "dreg"
     assert default.encoder.filters == (32, 64, 128) and default.encoder.dense_units == 512
-    assert default.decoder.units == (512, 1024, 1024)
+    assert default.decoder.units == (512, 1024, 1024) and default.decoder.input_skip
     x = np.random.default_rng(0).integers(0, 2, (6, 8, 8, 1)).astype("float32")
     model.save(tmp_path / "best.keras")
     reloaded = kv.saving.load_model(tmp_path / "best.keras")
