@@ -59,7 +59,8 @@ def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 1024, 512), encode
     the same runs' last-step weights, IWAE-10 233.75 against IWAE-5's 234.31 with it, DReG 233.27, the conv
     encoder 233.15. A cosine learning-rate decay, gated layers, ELU or SiLU, bfloat16, smaller batches and
     learning rates of 2e-3 and 3e-3 made it worse or moved it under 0.5 nats at 30 epochs. A step costs
-    about 15x the classic's CPU time, 1.43x the two-layer decoder's (benchmarks/step_time.py)."""
+    about 15x the classic's CPU time, 1.43x the two-layer decoder's; the skip connections add 2.5%
+    (benchmarks/step_time.py). A second 30-epoch run with seed 1 gives 228.46."""
     encoder = None if encoder_filters is None else networks.ConvEncoder(encoder_filters, dense_units=hidden[-1], activation=activation)
     return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, activation=activation, encoder=encoder, latent_skip=latent_skip,
                       num_samples=num_samples, gradient_estimator=gradient_estimator, kl_warmup_steps=kl_warmup_steps, **kwargs)
