@@ -24,17 +24,19 @@ def test_gated_mlp_computes_value_times_sigmoid_gate():
 
 
 def test_input_skip_feeds_the_input_to_every_later_layer():
-    mlp = networks.MLP((3, 2), input_skip=True)
+    mlp = networks.MLP((3, 2, 2), input_skip=True)
     x = np.array([[1.0, -2.0], [0.5, 0.25]], np.float32)
     mlp.build(x.shape)
     rng = np.random.default_rng(0)
-    first = [rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
-    second = [rng.normal(size=(3 + 2, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)]
-    mlp.hidden[0].set_weights(first)
-    mlp.hidden[1].set_weights(second)
+    fan_ins = (2, 3 + 2, 2 + 2)  # the first layer sees x alone, each later one [h, x]
+    weights = [[rng.normal(size=(n, u)).astype(np.float32), rng.normal(size=u).astype(np.float32)] for n, u in zip(fan_ins, mlp.units)]
+    for layer, values in zip(mlp.hidden, weights):
+        layer.set_weights(values)
     relu = lambda a: np.maximum(a, 0.0)
-    h = relu(x @ first[0] + first[1])
-    np.testing.assert_allclose(mlp(x), relu(np.concatenate([h, x], axis=-1) @ second[0] + second[1]), rtol=1e-5, atol=1e-6)
+    h = relu(x @ weights[0][0] + weights[0][1])
+    for kernel, bias in weights[1:]:
+        h = relu(np.concatenate([h, x], axis=-1) @ kernel + bias)
+    np.testing.assert_allclose(mlp(x), h, rtol=1e-5, atol=1e-6)
     assert mlp.compute_output_shape((None, 2)) == (None, 2)
 
 
