@@ -93,7 +93,11 @@ def _export(args):
     from kerasvae.export import export_run
 
     modes = [m for m in (args.tflite or "").split(",") if m]
-    print(json.dumps(export_run(args.run, args.to, args.version, args.force, modes, args.onnx), indent=2))
+    result = export_run(
+        args.run, args.to, args.version, args.force, modes, args.onnx, tflite_batch=args.tflite_batch, web=args.web,
+        web_runtime=args.web_runtime, author=args.author, license=args.license,
+    )
+    print(json.dumps(result, indent=2))
 
 
 def _serve(args):
@@ -191,7 +195,15 @@ def build_parser():
     export.add_argument("--version", type=int, default=None, help="default: the next free version")
     export.add_argument("--force", action="store_true", help="replace an existing --version")
     export.add_argument("--tflite", default=None, help="comma-separated decoder modes: float32,dynamic,float16,int8")
+    export.add_argument("--tflite-batch", default="1",
+                        help="comma-separated static batch sizes of the TFLite files (1 is always written), e.g. 1,16")
     export.add_argument("--onnx", action="store_true", help="also write onnx/decoder.onnx and onnx/encoder.onnx")
+    export.add_argument("--web", action="store_true", help="also write a browser demo beside the TFLite decoders")
+    export.add_argument("--web-runtime", default=None,
+                        help="the @litertjs/core package folder the demo copies (default: node_modules/@litertjs/core "
+                             "from here up)")
+    export.add_argument("--author", default="", help="author field of the TFLite Metadata and model.json")
+    export.add_argument("--license", default="", help="licence field of the TFLite Metadata and model.json")
     export.set_defaults(handler=_export)
 
     serve = commands.add_parser("serve", help="serve a folder of SavedModels over TF Serving's gRPC and REST APIs")

@@ -66,11 +66,16 @@ def unavailable():
 def require():
     """Skip the calling test when the browser runtimes are unavailable, or fail it when $CI is set (CI installs
     them, so their absence there is a bug)."""
+    reason = unavailable()
+    if reason is not None:
+        skip_or_fail(reason)
+
+
+def skip_or_fail(reason):
+    """pytest.skip(reason) where a real part a test needs is absent, but a failure on CI, which installs every
+    part."""
     import pytest
 
-    reason = unavailable()
-    if reason is None:
-        return
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {reason}", pytrace=False)
     pytest.skip(reason)

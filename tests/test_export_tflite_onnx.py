@@ -34,7 +34,7 @@ def exported(request, digits, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     saved = write_savedmodel(model, root / "savedmodel")
     z = calibration_latents(model, digits[0][:300])
-    report = export_tflite(saved, root / "tflite", calibration_z=z)
+    report = export_tflite(saved, root / "tflite", calibration_z=z, batch_sizes=(1, 32))
     return request.param, model, z, root, report, export_onnx(saved, root / "onnx")
 
 
@@ -44,11 +44,12 @@ def keras_mean(model, z):
 
 def test_float32_tflite_matches_keras(exported):
     _, model, z, root, report, _ = exported
-    interpreter = Interpreter(model_path=str(root / "tflite" / "decoder_float32.tflite"))
-    assert interpreter.get_signature_list()["decode"]["inputs"] == ["z"]
-    outputs = interpreter.get_signature_runner("decode")(z=z[:32])
-    assert "mean" in outputs and set(outputs) == set(report["decoder"]["float32"]["outputs"])
-    np.testing.assert_allclose(outputs["mean"], keras_mean(model, z[:32]), atol=1e-5)
+    for name, batch in (("decoder_float32.tflite", 1), ("decoder_float32_b32.tflite", 32)):
+        interpreter = Interpreter(model_path=str(root / "tflite" / name))
+        assert interpreter.get_signature_list()["decode"]["inputs"] == ["z"]
+        outputs = interpreter.get_signature_runner("decode")(z=z[:batch])
+        assert "mean" in outputs and set(outputs) == set(report["decoder"]["float32"]["outputs"])
+        np.testing.assert_allclose(outputs["mean"], keras_mean(model, z[:batch]), atol=1e-5)
 
 
 def test_quantized_decoders_are_small_and_faithful(exported):
@@ -118,11 +119,13 @@ def test_every_family_exports_a_tflite_decoder_and_encoder_that_match_keras(name
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     model.fit(x, labels, epochs=2, batch_size=64, verbose=0)
     z = calibration_latents(model, x, labels=labels)
-    report = export_model_tflite(model, tmp_path / "tflite", ("float32", "int8"), calibration_z=z, calibration_labels=labels)
+    report = export_model_tflite(
+        model, tmp_path / "tflite", ("float32", "int8"), calibration_z=z, calibration_labels=labels, batch_sizes=(1, 8)
+    )
     assert report["decoder"]["float32"]["max_abs_error"] <= 1e-4, report
     assert report["encoder"]["float32"]["max_abs_error"] <= 1e-4, report
     assert report["decoder"]["int8"]["psnr_db"] >= 20, report  # int8 everywhere, calibrated; float32 is the bar
-    runner = Interpreter(model_path=str(tmp_path / "tflite" / "decoder_float32.tflite")).get_signature_runner("decode")
+    runner = Interpreter(model_path=str(tmp_path / "tflite" / "decoder_float32_b8.tflite")).get_signature_runner("decode")
     inputs = {"z": z[:8]} if labels is None else {"z": z[:8], "label": labels[:8]}
     expected = model.likelihood.mean(model.likelihood_params(z[:8], labels=inputs.get("label"))).numpy()
     np.testing.assert_allclose(runner(**inputs)["mean"], expected, atol=1e-4)

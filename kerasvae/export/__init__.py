@@ -23,15 +23,61 @@ def calibration_latents(model, x, seed=0, labels=None):
     return np.asarray(model.encode(x, labels=labels).sample(seed=(seed, 1)), np.float32)
 
 
+PRIOR_NAMES = {"StandardNormalPrior": "normal", "MixturePrior": "mixture", "VampPrior": "vamp"}
+DEMO_PRIOR_SAMPLES = 256
+
+
+def describe_model(model, x=None, labels=None, name=None, author="", license=""):
+    """What the on-device files say about a model (model.json, TFLite Metadata): classes, shapes, likelihood,
+    prior, and for the browser demo the latent dimensions ordered by how much they
+    carry: the variance of the posterior means over `x` (the active-units statistic), largest first.
+    Priors other than N(0, I) also get DEMO_PRIOR_SAMPLES draws, which an app picks from instead of drawing
+    z itself."""
+    import kerasvae
+    from kerasvae.likelihoods import LIKELIHOODS
+
+    likelihood_names = {cls.__name__: key for key, cls in LIKELIHOODS.items()}
+    prior = PRIOR_NAMES.get(type(model.prior_layer).__name__, type(model.prior_layer).__name__)
+    description = {
+        "name": name,
+        "model_class": type(model).__name__,
+        "kerasvae_version": kerasvae.__version__,
+        "input_shape": list(model.data_shape),
+        "latent_dim": int(model.latent_dim),
+        "likelihood": likelihood_names.get(type(model.likelihood).__name__, type(model.likelihood).__name__),
+        "support": None if model.likelihood.support is None else list(model.likelihood.support),
+        "prior": prior,
+        "num_classes": model.num_classes,
+        "author": author,
+        "license": license,
+    }
+    if hasattr(model, "codes_to_latents"):
+        description["num_latents"] = int(model.num_latents)
+        description["num_embeddings"] = int(getattr(model, "num_embeddings", None) or getattr(model, "num_categories", 0) or 0)
+    if x is not None and not hasattr(model, "codes_to_latents"):
+        loc = np.asarray(model.posterior_params(np.asarray(x[:CALIBRATION_EXAMPLES]), labels=labels)["loc"], np.float64)
+        spread = loc.var(axis=0)
+        description["demo"] = {
+            "informative_dims": [int(i) for i in np.argsort(-spread, kind="stable")],
+            "latent_mean": [round(float(v), 5) for v in loc.mean(axis=0)],
+            "latent_std": [round(float(v), 5) for v in loc.std(axis=0)],
+            "prior_samples": None
+            if prior == "normal"
+            else np.round(np.asarray(model.prior.sample(DEMO_PRIOR_SAMPLES, seed=(0, 7)), np.float64), 5).tolist(),
+        }
+    return description
+
+
 def export_model_tflite(model, out_dir, modes, saved_model_dir=None, **options):
     """`tflite.export_tflite` for a Keras model, converted from `saved_model_dir` (its SavedModel export)
     when given, else from a scratch export. A model with recurrent layers is always re-exported with its
     recurrences unrolled (same weights and outputs): the converter cannot lower their while loops to
-    builtin ops."""
+    builtin ops. Without a `description` in options, model.json describes the model (describe_model)."""
     from kerasvae.export.savedmodel import write_savedmodel
     from kerasvae.export.tflite import export_tflite
     from kerasvae.networks import unrolled
 
+    options.setdefault("description", describe_model(model))
     with tempfile.TemporaryDirectory() as scratch, unrolled(model) as has_recurrence:
         source = saved_model_dir
         if has_recurrence or source is None:
@@ -39,9 +85,11 @@ def export_model_tflite(model, out_dir, modes, saved_model_dir=None, **options):
         return export_tflite(source, out_dir, modes, **options)
 
 
-def export_run(run, to, version=None, force=False, tflite=(), onnx=False):
+def export_run(run, to, version=None, force=False, tflite=(), onnx=False, tflite_batch=(1,), web=False,
+               web_runtime=None, author="", license=""):
     """Export a run folder (written by `kerasvae train`) to the serving root folder `to` (its last part is
-    the model name). Returns {"savedmodel": path, "tflite": report or None, "onnx": paths or None}.
+    the model name). Returns {"savedmodel": path, "tflite": report or None, "onnx": paths or None,
+    "web": index.html or None}.
 
     Args:
         run: str or Path. Run folder with model.keras and config.json.
@@ -51,28 +99,50 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False):
         tflite: iterable of str. TFLite decoder modes among TFLITE_MODES (float32 is always added as the
             reference of the fidelity report when any is asked for).
         onnx: bool. Also write onnx/decoder.onnx and onnx/encoder.onnx.
+        tflite_batch: iterable of int. Static batch sizes of the TFLite files (1 always). Defaults to (1,).
+        web: bool. Also write the browser demo (kerasvae.export.web) beside the TFLite files.
+        web_runtime: str, Path or None. An installed `@litertjs/core` package folder for the demo; None
+            looks for node_modules/@litertjs/core from the current folder up.
+        author, license: str. Written into the TFLite Metadata, model.json and ONNX metadata_props.
     """
     from kerasvae import training
+    from kerasvae.export.tflite import parse_batch_sizes
 
     unknown = sorted(set(tflite) - set(TFLITE_MODES))
     if unknown:
         raise ValueError(f"Unknown TFLite mode(s) {unknown}; expected some of {list(TFLITE_MODES)}.")
+    tflite_batch = parse_batch_sizes(tflite_batch)
+    if web and not tflite:
+        raise ValueError("--web needs TFLite decoders: add --tflite MODES (e.g. --tflite int8).")
     model, config = training.load_run(run)
+    if web:
+        from kerasvae.export.web import check_demo_model
+
+        check_demo_model(model)
     history_path = Path(run) / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     metadata = {"training_config": config, "final_metrics": {k: v[-1] for k, v in history.items() if v}}
     target = export_savedmodel(model, to, version=version, force=force, metadata=metadata)
-    result = {"savedmodel": str(target), "tflite": None, "onnx": None}
-    if tflite:
+    result = {"savedmodel": str(target), "tflite": None, "onnx": None, "web": None}
+    x_train = labels = None
+    if tflite or onnx:
         x_train, y_train = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
         labels = None if model.num_classes is None else np.asarray(y_train, np.int32)
+    description = None if x_train is None else describe_model(model, x_train, labels, Path(to).name, author, license)
+    if tflite:
         modes = ["float32"] + [m for m in TFLITE_MODES if m in tflite and m != "float32"]
         z = calibration_latents(model, x_train, labels=labels)
+        codes = np.asarray(model.codes(x_train), np.int32) if hasattr(model, "codes_to_latents") and hasattr(model, "codes") else None
         result["tflite"] = export_model_tflite(
-            model, Path(to) / "tflite", modes, saved_model_dir=target, calibration_z=z, calibration_labels=labels
+            model, Path(to) / "tflite", modes, saved_model_dir=target, calibration_z=z, calibration_labels=labels,
+            batch_sizes=tflite_batch, calibration_codes=codes, description=description,
         )
+    if web:
+        from kerasvae.export.web import write_web_demo
+
+        result["web"] = str(write_web_demo(Path(to) / "tflite", runtime_dir=web_runtime))
     if onnx:
         from kerasvae.export.onnx import export_onnx
 
-        result["onnx"] = [str(p) for p in export_onnx(target, Path(to) / "onnx")]
+        result["onnx"] = [str(p) for p in export_onnx(target, Path(to) / "onnx", description=description)]
     return result

@@ -1,37 +1,117 @@
-"""TFLite decoders for on-device generation, converted from an exported SavedModel, and a report of what
-each quantization mode costs in fidelity against the SavedModel.
+"""TFLite models for on-device generation, converted from an exported SavedModel, checked against it, and
+described for the apps that load them.
 
-Files written to `out_dir`, each with a `decode` signature (z [None, latent_dim] -> mean [None, *input_shape]
-plus the likelihood's parameters, e.g. `logits`, which the converter keeps because the SavedModel's signature
-returns them):
-    decoder_float32.tflite  no optimization: the reference, equal to the SavedModel up to float rounding
-    decoder_dynamic.tflite  int8 weights, float activations (dynamic-range quantization)
-    decoder_float16.tflite  float16 weights, dequantized to float32 at load
-    decoder_int8.tflite     int8 weights and activations (full integer), calibrated on `calibration_z`;
-                            input and output stay float32 so apps feed and read floats
-    encoder_float32.tflite  the `encode` signature, x -> loc, scale (optional)
+On-device runtimes are stricter than Python's LiteRT interpreter: LiteRT.js cannot feed a `[-1, d]` input,
+LiteRT's CompiledModel crashes after resizing a dynamic batch, and tfjs-tflite allocates run-time-shaped
+outputs only during the first call. So every file has static shapes and one signature, and each batch size
+is its own file. Files written to `out_dir` (N: the batch sizes asked for besides 1):
 
-Conversion goes through the SavedModel's signatures: converting a concrete function that captures Keras
-variables yields a model that outputs NaN. The graphs hold no random ops (stateless random ops are not
-TFLite builtins), so an app draws z itself; z ~ N(0, I) then `decode` is `sample` for a standard-normal prior.
+    decoder_<mode>.tflite        signature `decode`: z [1, latent_dim] (+ label int32 [1] for conditional
+                                 models) -> mean [1, *input_shape] + the likelihood's parameters (`logits`, ...)
+    decoder_<mode>_b<N>.tflite   the same on a batch of exactly N
+    encoder_float32[_b<N>].tflite  signature `encode`: x -> loc, scale (encode's outputs)
+    codes_decoder_<mode>[_b<N>].tflite  signature `decode_codes`: codes int32 -> as decode (VQ-VAE, DiscreteVAE)
+    model.json                   what an app needs: shapes, raw tensor names per file, layout, range, runtime
+                                 versions, per-mode measurements and the recommended mode
+    report.json                  the measurements
+
+Modes: float32 (no optimization, the reference), dynamic (int8 weights, float activations), float16
+(float16 weights), int8 (int8 weights and activations calibrated on `calibration_z`, float input and output).
+Each file carries TFLite Metadata (tflite_metadata.py) describing its tensors.
+
+Conversion goes through SavedModel signatures: converting a concrete function that captures Keras variables
+yields a model that outputs NaN. The graphs hold no random ops (stateless random ops are not TFLite
+builtins), so an app draws z itself; z ~ N(0, I) then `decode` is `sample` for a standard-normal prior.
 """
 
+import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from kerasvae.export import tflite_metadata
+
 MODES = ("float32", "dynamic", "float16", "int8")
+# file stem -> (SavedModel signature, modes it is written in)
+KINDS = {"decoder": ("decode", MODES), "encoder": ("encode", ("float32",)), "codes_decoder": ("decode_codes", MODES)}
 EVAL_SAMPLES = 256
-LATENCY_RUNS = 50
+LATENCY_RUNS = 100
+LATENCY_ROUNDS = 3
+# int8 files of Bernoulli decoders clip the logits to +-8 before the sigmoid (mean moves < 3.4e-4): an int8
+# tensor spanning a trained decoder's whole logit range ([-50, 18] on Fashion-MNIST) has steps of 0.27 and
+# cost 4 dB (conv decoder, 1 epoch: 37.2 dB unclipped, 41.3 clipped at 8, 41.1 at 6).
+INT8_LOGIT_CLIP = 8.0
+# Quantized modes must stay this close to the SavedModel to be recommended (PSNR of `mean`, peak 1.0).
+MIN_QUANTIZED_PSNR_DB = 40.0
+# Dynamic-range files are offered only if a batch-1 call on one thread is at most this much slower than
+# float32's (the margin absorbs timing noise; hybrid TRANSPOSE_CONV kernels were 80x slower).
+DYNAMIC_MAX_SLOWDOWN = 1.25
 # A float32 file can match the SavedModel bit for bit: flooring the MSE caps PSNR at 200 dB, so the report
 # stays finite, valid JSON.
 MSE_FLOOR = 1e-20
+# @tensorflow/tfjs-tflite 0.0.1-alpha.10 (the last release) runs a TFLite runtime of this version: files
+# that need a newer one (TRANSPOSE_CONV v4: 2.13; hybrid FULLY_CONNECTED v12: 2.17) fail to load there.
+# tests/test_on_device.py checks this claim against the real package in Chromium.
+TFJS_TFLITE_RUNTIME = "2.12.0"
+LITERT_JS_TESTED = "@litertjs/core 2.5.3"
+FORMAT = "kerasvae.tflite/1"
 
 
-def convert(saved_model_dir, signature, mode="float32", calibration=None):
+def parse_batch_sizes(text):
+    """(1, N, ...) from "1,16": sorted, unique, always with 1 (the default on-device call).
+
+    Raises:
+        ValueError: for anything but positive integers.
+    """
+    values = [v.strip() for v in str(text).split(",") if v.strip()] if isinstance(text, str) else list(text)
+    try:
+        sizes = {int(v) for v in values}
+    except (TypeError, ValueError):
+        raise ValueError(f"--tflite-batch takes comma-separated positive integers, got {text!r}.") from None
+    if not sizes or min(sizes) < 1 or any(isinstance(v, float) and v != int(v) for v in values):
+        raise ValueError(f"--tflite-batch takes comma-separated positive integers, got {text!r}.")
+    return tuple(sorted(sizes | {1}))
+
+
+def file_name(kind, mode, batch_size=1):
+    """decoder_int8.tflite for batch 1, decoder_int8_b16.tflite for 16."""
+    return f"{kind}_{mode}.tflite" if batch_size == 1 else f"{kind}_{mode}_b{batch_size}.tflite"
+
+
+def write_static_savedmodel(saved_model_dir, directory, signatures, batch_sizes, clip_logits=False):
+    """A SavedModel whose signature `<name>_b<N>` is signature `name` of `saved_model_dir` on a batch of
+    exactly N, for each name and N: the converter then folds every shape, so the TFLite graph has no
+    run-time shapes (no SHAPE/PACK of the batch). Its variables are the loaded SavedModel's, saved again.
+    With `clip_logits` (Bernoulli decoders) each also gets `<name>_b<N>_clipped`, the int8 files' source:
+    logits clipped to +-INT8_LOGIT_CLIP and mean = sigmoid(clipped logits)."""
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    static = {}
+    for name in signatures:
+        function = loaded.signatures[name]
+        specs = function.structured_input_signature[1]
+        for batch in batch_sizes:
+            fixed = {key: tf.TensorSpec([batch, *spec.shape[1:]], spec.dtype, name=key) for key, spec in specs.items()}
+            static[f"{name}_b{batch}"] = tf.function(lambda function=function, **inputs: function(**inputs)).get_concrete_function(**fixed)
+            if clip_logits and name != "encode":
+                static[f"{name}_b{batch}_clipped"] = tf.function(
+                    lambda function=function, **inputs: _clipped(function(**inputs))
+                ).get_concrete_function(**fixed)
+    module = tf.Module()
+    module.loaded = loaded
+    tf.saved_model.save(module, str(directory), signatures=static)
+    return Path(directory)
+
+
+def _clipped(outputs):
+    logits = tf.clip_by_value(outputs["logits"], -INT8_LOGIT_CLIP, INT8_LOGIT_CLIP)
+    return {**outputs, "logits": logits, "mean": tf.sigmoid(logits)}
+
+
+def convert(saved_model_dir, signature, mode="float32", calibration=None, rename=None, int16_activations=False):
     """One signature of a SavedModel as TFLite flatbuffer bytes.
 
     Args:
@@ -39,7 +119,11 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None):
         signature: str. Signature key, e.g. "decode".
         mode: str. One of MODES.
         calibration: dict or None. {input name: array [n, ...]}, n examples of the signature's inputs;
-            required for "int8", whose activation ranges they set.
+            required for "int8", whose activation ranges they set. A signature with a static batch B is fed
+            them B at a time.
+        rename: str or None. The signature key in the file (e.g. "decode" for "decode_b16").
+        int16_activations: bool. For "int8": int16 activations with the int8 weights (TFLite's 16x8 scheme),
+            the fallback when full int8 is not faithful enough.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown TFLite mode {mode!r}; expected one of {list(MODES)}.")
@@ -55,47 +139,81 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None):
             name: np.asarray(value, np.int32 if np.issubdtype(np.asarray(value).dtype, np.integer) else np.float32)
             for name, value in calibration.items()
         }
+        spec = tf.saved_model.load(str(saved_model_dir)).signatures[signature].structured_input_signature[1]
+        batch = next(iter(spec.values())).shape[0] or 1
         count = len(next(iter(calibration.values())))
         converter.representative_dataset = lambda: (
-            {name: value[i : i + 1] for name, value in calibration.items()} for i in range(count)
+            {name: value[i : i + batch] for name, value in calibration.items()} for i in range(0, count - batch + 1, batch)
         )
         # Builtin int8 kernels only; inference_input/output_type keep their float32 default.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            if int16_activations
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        ]
+    content = converter.convert()
+    return tflite_metadata.rename_signature(content, rename) if rename else content
 
 
 def export_tflite(
-    saved_model_dir, out_dir, modes=MODES, calibration_z=None, reference_fn=None, encoder=True, seed=0, calibration_labels=None
+    saved_model_dir,
+    out_dir,
+    modes=MODES,
+    calibration_z=None,
+    reference_fn=None,
+    encoder=True,
+    seed=0,
+    calibration_labels=None,
+    batch_sizes=(1,),
+    calibration_codes=None,
+    description=None,
 ):
-    """Write decoder_<mode>.tflite for each mode (and encoder_float32.tflite) to out_dir, measure each against
-    the SavedModel, and write the measurements to out_dir/report.json. Returns the report:
+    """Write the TFLite files of the module docstring to out_dir, check each against the SavedModel, measure
+    each mode, write model.json and report.json, and return the report:
 
-        {"eval_samples": 256,
-         "decoder": {mode: {"file", "size_bytes", "psnr_db", "max_abs_error", "latency_ms", "outputs"}},
-         "encoder": {"float32": {"file", "size_bytes", "max_abs_error", "latency_ms", "outputs"}}}
+        {"eval_samples": 256, "batch_sizes": [1, ...], "latency_threads": 1,
+         "recommended_mode": "int8", "recommendation": "...",
+         "decoder": {mode: {"file", "size_bytes", "psnr_db", "max_abs_error", "latency_ms", "outputs",
+                            "offered", "reason", "files": {batch: file}}},
+         "encoder": {"float32": {...}}, "codes_decoder": {...} (models with codes)}
 
-    psnr_db and max_abs_error compare `mean` (peak 1.0: data units) on EVAL_SAMPLES latents; latency_ms is the
-    median over LATENCY_RUNS single-example calls in the LiteRT interpreter on this machine.
+    psnr_db and max_abs_error compare `mean` (peak 1.0: data units) on EVAL_SAMPLES latents, the worst over
+    the mode's batch sizes; latency_ms is the best of LATENCY_ROUNDS medians over LATENCY_RUNS batch-1 calls
+    in the LiteRT interpreter on one thread on this machine. A dynamic-range decoder more than
+    DYNAMIC_MAX_SLOWDOWN times slower than float32 is not offered: its files are removed and `reason` says
+    why.
 
     Args:
-        saved_model_dir: str or Path. SavedModel with `decode` (and `encode`) signatures.
+        saved_model_dir: str or Path. SavedModel with `decode` (and `encode`, `decode_codes`) signatures.
         out_dir: str or Path. Created if missing.
-        modes: iterable of str. Decoder modes among MODES.
+        modes: iterable of str. Decoder modes among MODES (float32 is always written: the reference).
         calibration_z: array [n, latent_dim] or None. Latents from the aggregate posterior of training data:
             the int8 calibration set (required for "int8"; a few hundred rows suffice) and, when given, the
             pool the evaluation latents are drawn from. Without it they are N(0, I) draws.
         reference_fn: callable or None. z -> reference mean [n, *input_shape]; defaults to the SavedModel's
             `decode`.
-        encoder: bool. Also write and check encoder_float32.tflite. Defaults to True.
+        encoder: bool. Also write and check encoder_float32 files. Defaults to True.
         seed: int. Seeds the evaluation inputs.
         calibration_labels: int array [n] or None. For conditional models, whose `decode` (and `encode`) also
             take a `label`: the labels that go with `calibration_z` (required for them).
+        batch_sizes: iterable of int. Static batch sizes; 1 is always written. Defaults to (1,).
+        calibration_codes: int array [n, num_latents] or None. Codes of training data, for models whose
+            SavedModel has `decode_codes` (required for their int8 codes decoder).
+        description: dict or None. What model.json says about the model beyond its signatures (model_class,
+            likelihood, prior, demo, ...; kerasvae.export.describe_model). Without it, the SavedModel's
+            assets.extra/kerasvae.json.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    batch_sizes = parse_batch_sizes(batch_sizes)
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ValueError(f"Unknown TFLite mode(s) {unknown}; expected some of {list(MODES)}.")
+    modes = ["float32"] + [m for m in MODES if m in set(modes) and m != "float32"]
     rng = np.random.default_rng(seed)
     signatures = tf.saved_model.load(str(saved_model_dir)).signatures
-    conditional = "label" in signatures["decode"].structured_input_signature[1]
+    specs = {name: fn.structured_input_signature[1] for name, fn in signatures.items()}
+    conditional = "label" in specs["decode"]
     if conditional and (calibration_z is None or calibration_labels is None):
         raise ValueError("This decoder takes a label: pass calibration_z and the calibration_labels that go with them.")
     if calibration_z is not None:
@@ -103,46 +221,222 @@ def export_tflite(
         chosen = rng.choice(len(calibration_z), EVAL_SAMPLES)
         z = calibration_z[chosen]
     else:
-        latent_dim = signatures["decode"].structured_input_signature[1]["z"].shape[-1]
-        z = rng.standard_normal((EVAL_SAMPLES, latent_dim)).astype(np.float32)
-    inputs = {"z": z}
-    calibration = None if calibration_z is None else {"z": calibration_z}
+        chosen = None
+        z = rng.standard_normal((EVAL_SAMPLES, specs["decode"]["z"].shape[-1])).astype(np.float32)
+    inputs = {"decode": {"z": z}}
+    calibration = {"decode": None if calibration_z is None else {"z": calibration_z}}
     if conditional:
         calibration_labels = np.asarray(calibration_labels, np.int32)
-        inputs["label"], calibration["label"] = calibration_labels[chosen], calibration_labels
-    if reference_fn is not None:
-        reference = reference_fn(z)
-    else:
-        reference = signatures["decode"](**{k: tf.constant(v) for k, v in inputs.items()})["mean"]
-    reference = np.asarray(reference, np.float32)
-
-    report = {"eval_samples": EVAL_SAMPLES, "decoder": {}}
-    for mode in modes:
-        path = out_dir / f"decoder_{mode}.tflite"
-        _write_atomically(path, convert(saved_model_dir, "decode", mode, calibration))
-        runner, entry = _load(path, "decode")
-        error = runner(**inputs)["mean"] - reference
-        entry["psnr_db"] = float(10 * np.log10(1.0 / max(float(np.mean(error**2)), MSE_FLOOR)))
-        entry["max_abs_error"] = float(np.abs(error).max())
-        entry["latency_ms"] = _latency_ms(runner, {name: value[:1] for name, value in inputs.items()})
-        report["decoder"][mode] = entry
-
+        inputs["decode"]["label"], calibration["decode"]["label"] = calibration_labels[chosen], calibration_labels
+    kinds = {"decoder": modes}
     if encoder:
-        input_shape = signatures["encode"].structured_input_signature[1]["x"].shape[1:]
-        encoder_inputs = {"x": rng.random((EVAL_SAMPLES, *input_shape)).astype(np.float32)}
+        input_shape = specs["encode"]["x"].shape[1:]
+        inputs["encode"] = {"x": rng.random((EVAL_SAMPLES, *input_shape)).astype(np.float32)}
         if conditional:
-            encoder_inputs["label"] = inputs["label"]
-        path = out_dir / "encoder_float32.tflite"
-        _write_atomically(path, convert(saved_model_dir, "encode"))
-        runner, entry = _load(path, "encode")
-        got = runner(**encoder_inputs)
-        expected = signatures["encode"](**{k: tf.constant(v) for k, v in encoder_inputs.items()})
-        entry["max_abs_error"] = max(float(np.abs(got[k] - expected[k].numpy()).max()) for k in expected)
-        entry["latency_ms"] = _latency_ms(runner, {name: value[:1] for name, value in encoder_inputs.items()})
-        report["encoder"] = {"float32": entry}
+            inputs["encode"]["label"] = inputs["decode"]["label"]
+        kinds["encoder"] = ["float32"]
+    if "decode_codes" in specs:
+        codes_spec = specs["decode_codes"]["codes"]
+        if calibration_codes is not None:
+            calibration_codes = np.asarray(calibration_codes, np.int32)
+            codes = calibration_codes[rng.choice(len(calibration_codes), EVAL_SAMPLES)]
+            calibration["decode_codes"] = {"codes": calibration_codes}
+        else:
+            codes, calibration["decode_codes"] = np.zeros((EVAL_SAMPLES, *codes_spec.shape[1:]), np.int32), None
+        inputs["decode_codes"] = {"codes": codes}
+        kinds["codes_decoder"] = [m for m in modes if m != "int8" or calibration_codes is not None]
 
+    def expected(signature):
+        if signature == "decode" and reference_fn is not None:
+            return {"mean": np.asarray(reference_fn(z), np.float32)}
+        result = signatures[signature](**{k: tf.constant(v) for k, v in inputs[signature].items()})
+        return {k: v.numpy() for k, v in result.items()}
+
+    report = {"eval_samples": EVAL_SAMPLES, "batch_sizes": list(batch_sizes), "latency_threads": 1}
+    files = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        clip = (description or {}).get("likelihood", _saved_description(saved_model_dir).get("likelihood", "")).lower() == "bernoulli"
+        static_dir = write_static_savedmodel(
+            saved_model_dir, Path(scratch) / "static", [KINDS[kind][0] for kind in kinds], batch_sizes, clip_logits=clip
+        )
+        for kind, kind_modes in kinds.items():
+            signature = KINDS[kind][0]
+            reference = expected(signature)
+            report[kind], files[kind] = {}, {}
+            for mode in kind_modes:
+                entry = {"offered": True, "files": {}}
+                if mode == "int8" and clip and kind != "encoder":
+                    entry["logit_clip"] = INT8_LOGIT_CLIP
+                int16 = False
+                for batch in batch_sizes:
+                    path = out_dir / file_name(kind, mode, batch)
+                    source = f"{signature}_b{batch}" + ("_clipped" if "logit_clip" in entry else "")
+
+                    def write(int16):
+                        content = convert(static_dir, source, mode, calibration.get(signature), signature, int16)
+                        content = tflite_metadata.add_metadata(content, file_metadata(description, kind, mode, batch, signatures[signature]))
+                        _write_atomically(path, content)
+                        got = _run_batched(path, signature, inputs[signature], batch)
+                        return content, got, _fidelity(got, reference, "mean" if "mean" in reference else None)
+
+                    content, got, fidelity = write(int16)
+                    # The batch-1 file (the first) decides the activations of every batch size of the mode.
+                    if mode == "int8" and batch == 1 and fidelity.get("psnr_db", np.inf) < MIN_QUANTIZED_PSNR_DB:
+                        # Measured, not assumed: int8 activations lose too much here; 16x8 keeps int8 weights.
+                        low = f"int8 activations gave {fidelity['psnr_db']:.1f} dB < {MIN_QUANTIZED_PSNR_DB:.0f} dB"
+                        try:
+                            content, got, fidelity = write(True)
+                            int16 = True
+                            entry["activations_reason"] = f"{low}: int16 activations (TFLite's 16x8 scheme), same int8 weights"
+                        except RuntimeError as error:  # an op without 16x8 kernels (e.g. ONE_HOT): keep int8
+                            entry["activations_reason"] = f"{low}; 16x8 unavailable: {str(error).strip().splitlines()[0]}"
+                            content, got, fidelity = write(False)
+                    entry["activations"] = "int16" if int16 else ("int8" if mode == "int8" else "float32")
+                    files[kind].setdefault(mode, {})[str(batch)] = _file_entry(path, content, signature, fidelity)
+                    entry["files"][str(batch)] = path.name
+                    _merge_worst(entry, fidelity)
+                first = out_dir / file_name(kind, mode)
+                entry.update(file=first.name, size_bytes=first.stat().st_size, outputs=sorted(got))
+                report[kind][mode] = entry
+            _measure_latency(out_dir, kind, signature, report[kind], inputs[signature])
+        _withdraw_slow_dynamic(out_dir, report, files)
+    report["recommended_mode"], report["recommendation"] = recommend(report["decoder"])
     _write_atomically(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    sidecar = model_json(saved_model_dir, signatures, report, files, description, batch_sizes)
+    _write_atomically(out_dir / "model.json", (json.dumps(sidecar, indent=2) + "\n").encode())
     return report
+
+
+def recommend(decoder_report):
+    """(mode, why): the smallest offered decoder within MIN_QUANTIZED_PSNR_DB of the SavedModel (float32
+    is the fallback), ties broken by latency."""
+    offered = {m: e for m, e in decoder_report.items() if e.get("offered", True)}
+    faithful = {m: e for m, e in offered.items() if m == "float32" or e["psnr_db"] >= MIN_QUANTIZED_PSNR_DB}
+    mode = min(faithful, key=lambda m: (faithful[m]["size_bytes"], faithful[m]["latency_ms"]))
+    entry, reference = faithful[mode], decoder_report["float32"]
+    why = (
+        f"{mode}: the smallest file at or above {MIN_QUANTIZED_PSNR_DB:.0f} dB PSNR against the SavedModel "
+        f"({entry['size_bytes'] / 1024:.0f} KiB, {entry['size_bytes'] / reference['size_bytes']:.0%} of float32; "
+        f"PSNR {entry['psnr_db']:.1f} dB; {entry['latency_ms']:.3f} ms a batch-1 call on one thread against "
+        f"float32's {reference['latency_ms']:.3f} ms)"
+    )
+    rejected = sorted(set(decoder_report) - set(faithful))
+    if rejected:
+        why += "; not chosen: " + "; ".join(
+            f"{m} ({decoder_report[m].get('reason') or 'PSNR %.1f dB' % decoder_report[m]['psnr_db']})" for m in rejected
+        )
+    return mode, why
+
+
+def _withdraw_slow_dynamic(out_dir, report, files):
+    """Remove dynamic-range files that run slower than float32 (their hybrid kernels: e.g. TRANSPOSE_CONV),
+    keeping the measurement and the reason in the report."""
+    for kind in ("decoder", "codes_decoder"):
+        entries = report.get(kind, {})
+        if "dynamic" not in entries:
+            continue
+        slowdown = entries["dynamic"]["latency_ms"] / max(entries["float32"]["latency_ms"], 1e-9)
+        if slowdown > DYNAMIC_MAX_SLOWDOWN:
+            ops = sorted({op for op, _ in files[kind]["dynamic"]["1"]["operators"]} - {"DEQUANTIZE", "QUANTIZE", "RESHAPE"})
+            entries["dynamic"].update(
+                offered=False,
+                reason=(
+                    f"not offered: {slowdown:.1f}x slower than float32 at batch 1 on one thread "
+                    f"({entries['dynamic']['latency_ms']:.3f} ms against {entries['float32']['latency_ms']:.3f} ms; "
+                    f"hybrid int8-weight kernels for {', '.join(ops)}); int8 or float16 are as small without the cost"
+                ),
+            )
+            for name in entries["dynamic"]["files"].values():
+                (Path(out_dir) / name).unlink(missing_ok=True)
+            entries["dynamic"]["files"] = {}
+            files[kind].pop("dynamic")
+
+
+def _run_batched(path, signature, inputs, batch):
+    """The file's outputs on all of `inputs`, fed `batch` rows a call (the last call padded)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
+    count = len(next(iter(inputs.values())))
+    chunks = []
+    for start in range(0, count, batch):
+        chunk = {k: v[start : start + batch] for k, v in inputs.items()}
+        short = batch - len(next(iter(chunk.values())))
+        if short:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in chunk.items()}
+        outputs = runner(**chunk)
+        chunks.append({k: v[: batch - short] for k, v in outputs.items()})
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _fidelity(got, reference, key):
+    """PSNR (peak 1.0) and max error of `key` (every shared output's max error when key is None)."""
+    if key is None:
+        return {"max_abs_error": max(float(np.abs(got[k] - reference[k]).max()) for k in reference)}
+    error = got[key] - reference[key]
+    mse = max(float(np.mean(error**2)), MSE_FLOOR)
+    return {"psnr_db": float(10 * np.log10(1.0 / mse)), "max_abs_error": float(np.abs(error).max())}
+
+
+def _merge_worst(entry, fidelity):
+    if "psnr_db" in fidelity:
+        entry["psnr_db"] = min(entry.get("psnr_db", np.inf), fidelity["psnr_db"])
+    entry["max_abs_error"] = max(entry.get("max_abs_error", 0.0), fidelity["max_abs_error"])
+
+
+def _file_entry(path, content, signature, fidelity):
+    info = tflite_metadata.model_info(content)
+    tensors = info["signatures"][signature]
+    return {
+        "file": path.name,
+        "size_bytes": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "min_runtime_version": info["min_runtime_version"],
+        "runs_in": runtime_support(info["min_runtime_version"]),
+        "operators": info["operators"],
+        "tensors": {"inputs": tensors["inputs"], "outputs": tensors["outputs"]},
+        **fidelity,
+    }
+
+
+def runtime_support(min_runtime_version):
+    """Which runtimes load a file that needs TFLite runtime `min_runtime_version`."""
+    needs = _version(min_runtime_version or "0")
+    tfjs = needs <= _version(TFJS_TFLITE_RUNTIME)
+    return {
+        "litert": True,
+        "litert.js": True,
+        "tfjs-tflite": tfjs,
+        **({} if tfjs else {"tfjs-tflite_reason": f"needs TFLite runtime {min_runtime_version}; "
+                            f"@tensorflow/tfjs-tflite 0.0.1-alpha.10 runs {TFJS_TFLITE_RUNTIME}"}),
+    }
+
+
+def _version(text):
+    return tuple(int(part) for part in str(text).split(".")[:3] if part.isdigit())
+
+
+def _measure_latency(out_dir, kind, signature, entries, inputs):
+    """Best of LATENCY_ROUNDS medians of batch-1 calls on one thread, the modes interleaved round by round so
+    a busy spell of the machine does not favour one of them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    one = {k: v[:1] for k, v in inputs.items()}
+    runners = {}
+    for mode in entries:
+        runners[mode] = Interpreter(model_path=str(Path(out_dir) / file_name(kind, mode)), num_threads=1).get_signature_runner(signature)
+        runners[mode](**one)  # the first call allocates tensors and prepares the delegate
+    best = {mode: np.inf for mode in entries}
+    for _ in range(LATENCY_ROUNDS):
+        for mode, runner in runners.items():
+            times = []
+            for _ in range(LATENCY_RUNS):
+                start = time.perf_counter()
+                runner(**one)
+                times.append(time.perf_counter() - start)
+            best[mode] = min(best[mode], 1000 * float(np.median(times)))
+    for mode, value in best.items():
+        entries[mode]["latency_ms"] = value
 
 
 def _write_atomically(path, content):
@@ -151,22 +445,108 @@ def _write_atomically(path, content):
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(content))
 
 
-def _load(path, signature):
-    """(signature runner, report entry with the file's name, size and outputs). The LiteRT interpreter, not
-    tf.lite.Interpreter, which TF deprecates."""
-    from ai_edge_litert.interpreter import Interpreter
+# --- what the files say about themselves -----------------------------------------------------------------
 
-    interpreter = Interpreter(model_path=str(path))
-    outputs = interpreter.get_signature_list()[signature]["outputs"]
-    entry = {"file": path.name, "size_bytes": path.stat().st_size, "outputs": sorted(outputs)}
-    return interpreter.get_signature_runner(signature), entry
+LAYOUTS = {1: "NC", 2: "NTC", 3: "NHWC"}
+PARAMETER_TEXT = {
+    "logits": "Bernoulli (or categorical) logits of p(x|z) per element",
+    "loc": "location of p(x|z) per element",
+    "scale": "scale of p(x|z) per element",
+    "probs": "probabilities of p(x|z) per element",
+}
 
 
-def _latency_ms(runner, inputs):
-    runner(**inputs)  # the first call allocates tensors and prepares the delegate
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        runner(**inputs)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+def tensor_descriptions(description, function):
+    """{"inputs": {name: {...}}, "outputs": {name: {...}}} for a SavedModel signature `function`: dtype and
+    shape with a null batch for inputs, a description, and for data tensors their layout and value range."""
+    description = description or {}
+    rank = len(description.get("input_shape") or function.structured_input_signature[1].get("x", tf.TensorSpec([None])).shape[1:])
+    data = {"layout": LAYOUTS.get(rank, "N..."), "range": description.get("support")}
+    known = {
+        "z": {"description": "latent code z; N(0, I) draws for a standard-normal prior, else draws from the prior",
+              "range": None},
+        "label": {"description": f"class label in [0, {description.get('num_classes')}) for the conditional model",
+                  "range": [0, (description.get("num_classes") or 1) - 1]},
+        "codes": {"description": "code indices, one per latent position",
+                  "range": [0, max((description.get("num_embeddings") or 1) - 1, 0)]},
+        "x": {"description": "input data", **data},
+    }
+    inputs = {
+        name: {"dtype": spec.dtype.name, "shape": [None, *spec.shape[1:]], **known.get(name, {"description": name})}
+        for name, spec in function.structured_input_signature[1].items()
+    }
+    names = list(function.structured_outputs)
+    if "mean" not in names:  # an encoder
+        outputs = {name: {"description": f"{name} of q(z|x) (encode's output)", "range": None} for name in names}
+    else:
+        outputs = {"mean": {"description": "mean of p(x|z): the generated data", **data}}
+        for name in sorted(set(names) - {"mean"}):
+            outputs[name] = {"description": PARAMETER_TEXT.get(name, f"{name} of p(x|z)"), "layout": data["layout"], "range": None}
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def file_metadata(description, kind, mode, batch, function):
+    """The TFLite Metadata of one file (tflite_metadata.add_metadata's dict)."""
+    description = description or {}
+    signature = KINDS[kind][0]
+    tensors = tensor_descriptions(description, function)
+    name = description.get("name") or "model"
+    what = {"decoder": "decoder p(x|z)", "encoder": "encoder q(z|x)", "codes_decoder": "codes decoder p(x|codes)"}[kind]
+    return {
+        "name": f"kerasvae {name} {kind} ({mode}, batch {batch})",
+        "description": (
+            f"{description.get('model_class', 'kerasvae')} {what} with a {description.get('likelihood', '')} "
+            f"likelihood, {mode} weights, static batch {batch}; signature '{signature}'. "
+            f"Outputs are laid out {tensors['outputs'].get('mean', {}).get('layout', '')}. See model.json."
+        ).replace("  ", " "),
+        "version": str(description.get("kerasvae_version", "")),
+        "author": description.get("author", ""),
+        "license": description.get("license", ""),
+        "inputs": [{"name": n, "description": t["description"], "range": t.get("range")} for n, t in tensors["inputs"].items()],
+        "outputs": [_output_metadata(n, t, description) for n, t in tensors["outputs"].items()],
+    }
+
+
+def _output_metadata(name, tensor, description):
+    entry = {"name": name, "description": tensor["description"], "range": tensor.get("range"), "content": "feature"}
+    if name == "mean" and tensor.get("layout") == "NHWC" and description.get("input_shape", [0])[-1] in (1, 3):
+        entry.update(content="image", color_space="RGB" if description["input_shape"][-1] == 3 else "GRAYSCALE")
+    return entry
+
+
+def model_json(saved_model_dir, signatures, report, files, description, batch_sizes):
+    """The model.json sidecar (see the format in docs/on_device.md)."""
+    description = dict(description or _saved_description(saved_model_dir))
+    sidecar = {
+        "format": FORMAT,
+        **{k: v for k, v in description.items() if k != "support"},
+        "batch_sizes": list(batch_sizes),
+        "recommended_mode": report["recommended_mode"],
+        "recommendation": report["recommendation"],
+        "runtimes": {
+            "litert": "ai-edge-litert (Python Interpreter and CompiledModel), LiteRT on Android/iOS: any version at "
+                      "or above each file's min_runtime_version",
+            "litert.js": f"{LITERT_JS_TESTED} (tested in Chromium)",
+            "tfjs-tflite": f"0.0.1-alpha.10 runs TFLite {TFJS_TFLITE_RUNTIME}: only files whose runs_in says so",
+        },
+    }
+    for kind in files:
+        signature = KINDS[kind][0]
+        tensors = tensor_descriptions(description, signatures[signature])
+        for name, tensor in tensors["outputs"].items():  # dtype and shape as the files have them, any batch
+            raw = files[kind]["float32"]["1"]["tensors"]["outputs"][name]
+            tensor.update(dtype=raw["dtype"], shape=[None, *raw["shape"][1:]])
+        sidecar[kind] = {"signature": signature, **tensors, "files": files[kind]}
+    sidecar["modes"] = {
+        mode: {k: entry[k] for k in ("size_bytes", "psnr_db", "max_abs_error", "latency_ms", "offered", "reason") if k in entry}
+        for mode, entry in report["decoder"].items()
+    }
+    return sidecar
+
+
+def _saved_description(saved_model_dir):
+    path = Path(saved_model_dir) / "assets.extra" / "kerasvae.json"
+    if not path.is_file():
+        return {}
+    info = json.loads(path.read_text())
+    return {k: info[k] for k in ("model_class", "input_shape", "latent_dim", "likelihood", "kerasvae_version") if k in info}

@@ -227,8 +227,12 @@ def _ordered(described, signature_tensors, subgraph_tensors, kind):
         if item["name"] in by_name:
             raise ValueError(f"{kind} {item['name']!r} is described twice.")
         by_name[item["name"]] = item
-    names = {int(t.tensorIndex): _text(t.name) for t in signature_tensors or []}
-    expected = [names.get(int(index)) for index in subgraph_tensors]
+    # Two signature names can share one tensor (a Gaussian's mean is its loc): each occurrence of the tensor
+    # in the subgraph takes the next of its names, in the signature's order.
+    names = {}
+    for t in signature_tensors or []:
+        names.setdefault(int(t.tensorIndex), []).append(_text(t.name))
+    expected = [names[int(index)].pop(0) if names.get(int(index)) else None for index in subgraph_tensors]
     if None in expected or sorted(expected) != sorted(by_name):
         raise ValueError(
             f"The metadata must describe each signature {kind} once: the signature has "
