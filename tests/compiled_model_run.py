@@ -8,9 +8,33 @@ jobs.npz holds, for job i, `i/file` (path), `i/signature` and `i/in/<name>` arra
 (the first run's outputs, shaped as the signature's output tensors) or `i/error`.
 """
 
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
+
+
+def run_files(jobs, timeout=300):
+    """Run [(path, signature, {input name: array}), ...] with CompiledModel in a fresh process; returns one
+    {output name: array} per job, or the job's error text (a str)."""
+    with tempfile.TemporaryDirectory(prefix="compiled_model_") as tmp:
+        packed = {}
+        for i, (path, signature, inputs) in enumerate(jobs):
+            packed.update({f"{i}/file": str(path), f"{i}/signature": signature})
+            packed.update({f"{i}/in/{name}": value for name, value in inputs.items()})
+        np.savez(Path(tmp) / "jobs.npz", **packed)
+        done = subprocess.run([sys.executable, __file__, str(Path(tmp) / "jobs.npz"), str(Path(tmp) / "out.npz")],
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"CompiledModel process exited with {done.returncode}: {done.stderr[-2000:]}")
+        results = np.load(Path(tmp) / "out.npz")
+        return [
+            str(results[f"{i}/error"]) if f"{i}/error" in results.files
+            else {key.split("/")[2]: results[key] for key in results.files if key.startswith(f"{i}/out/")}
+            for i in range(len(jobs))
+        ]
 
 
 def run(path, signature, inputs):

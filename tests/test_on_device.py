@@ -4,11 +4,9 @@ decoder in onnxruntime-web. Each file's FIRST call is compared with the SavedMod
 inputs. Models are trained and exported through the command line, as a user would."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import browser_harness
+import compiled_model_run
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -145,24 +143,16 @@ def test_every_file_is_right_on_its_first_call_in_litertjs_tfjs_tflite_and_onnxr
         check_outputs(kind, mode, result["outputs"], expected, where)
 
 
-def test_every_file_runs_in_litert_compiled_model_at_its_batch_size(export, tmp_path):
+def test_every_file_runs_in_litert_compiled_model_at_its_batch_size(export):
     tflite_dir, _, signatures, sidecar = export
-    jobs, checks = {}, []
-    for i, (kind, mode, batch, entry) in enumerate(every_file(sidecar)):
+    jobs, checks = [], []
+    for kind, mode, batch, entry in every_file(sidecar):
         signature = sidecar[kind]["signature"]
         inputs = file_inputs(sidecar, signature, batch, seed=2)
-        jobs.update({f"{i}/file": str(tflite_dir / entry["file"]), f"{i}/signature": signature})
-        jobs.update({f"{i}/in/{name}": value for name, value in inputs.items()})
+        jobs.append((tflite_dir / entry["file"], signature, inputs))
         checks.append((kind, mode, entry, expected_outputs(signatures, signature, inputs)))
-    np.savez(tmp_path / "jobs.npz", **jobs)
-    script = Path(__file__).with_name("compiled_model_run.py")
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "jobs.npz"), str(tmp_path / "out.npz")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = np.load(tmp_path / "out.npz")
-    for i, (kind, mode, entry, expected) in enumerate(checks):
-        assert f"{i}/error" not in results.files, str(results.get(f"{i}/error"))
-        outputs = {key.split("/")[2]: results[key] for key in results.files if key.startswith(f"{i}/out/")}
+    for outputs, (kind, mode, entry, expected) in zip(compiled_model_run.run_files(jobs), checks):
+        assert not isinstance(outputs, str), (entry["file"], outputs)
         check_outputs(kind, mode, outputs, expected, f"CompiledModel {entry['file']}")
 
 

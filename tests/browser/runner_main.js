@@ -198,12 +198,16 @@ window.runJob = async (job) => {
     if (repeats > 0) {
       result.stage = 'timing';
       const times = [];
+      const begin = performance.now();
       for (let i = 0; i < repeats; i++) {
         const start = performance.now();
         await runtime.call(inputs);
         times.push(performance.now() - start);
       }
       result.latency_ms = median(times);
+      // Pages without cross-origin isolation get a clock coarsened to 0.1 ms: the mean over the whole loop
+      // resolves calls shorter than that.
+      result.mean_latency_ms = (performance.now() - begin) / repeats;
     }
     result.stage = 'done';
     result.ok = true;
