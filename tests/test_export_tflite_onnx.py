@@ -10,6 +10,9 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from conftest import DIGITS_SHAPE, fit
 
+import browser_harness
+import compiled_model_run
+
 import kerasvae as kv
 from kerasvae.export import calibration_latents, export_model_tflite
 from kerasvae.export.onnx import export_onnx
@@ -62,6 +65,18 @@ def test_quantized_decoders_are_small_and_faithful(exported):
     assert decoder["float32"]["max_abs_error"] <= 1e-5, decoder
 
 
+def test_outputs_that_are_one_tensor_keep_one_name(exported):
+    """A Gaussian decoder's loc is its mean: the files keep `mean` (CompiledModel would report only one of
+    the two names) and model.json says what was dropped."""
+    name, _, _, root, report, _ = exported
+    sidecar = json.loads((root / "tflite" / "model.json").read_text())
+    runner = Interpreter(model_path=str(root / "tflite" / "decoder_float32.tflite")).get_signature_runner("decode")
+    if name == "mlp_ae":  # Gaussian likelihood
+        assert sidecar["decoder"]["aliases"] == {"loc": "mean"} and set(runner.get_output_details()) == {"mean", "scale"}
+    else:
+        assert "aliases" not in sidecar["decoder"] and set(runner.get_output_details()) == {"mean", "logits"}
+
+
 def test_report_is_written_with_every_mode(exported):
     _, _, _, root, report, _ = exported
     assert json.loads((root / "tflite" / "report.json").read_text()) == report
@@ -109,7 +124,8 @@ OTHER_FAMILIES = {
 @pytest.mark.parametrize("name", sorted(OTHER_FAMILIES))
 def test_every_family_exports_a_tflite_decoder_and_encoder_that_match_keras(name, digits, tmp_path):
     """The other families convert to builtin-only TFLite (recurrences unrolled for the converter, codes decoded
-    from their vectors, labels as an int32 input) and the float32 files agree with Keras."""
+    from their vectors, labels as an int32 input), the float32 files agree with Keras, and every file is right
+    on its first call in LiteRT.js, LiteRT's CompiledModel and (where model.json says it runs) tfjs-tflite."""
     model = OTHER_FAMILIES[name]()
     if name.startswith("sequence"):
         x, labels = kv.data.synthetic_series(256, SERIES_SHAPE[0], seed=0)[0], None
@@ -119,13 +135,79 @@ def test_every_family_exports_a_tflite_decoder_and_encoder_that_match_keras(name
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     model.fit(x, labels, epochs=2, batch_size=64, verbose=0)
     z = calibration_latents(model, x, labels=labels)
+    codes = np.asarray(model.codes(x), np.int32) if hasattr(model, "codes_to_latents") else None
     report = export_model_tflite(
-        model, tmp_path / "tflite", ("float32", "int8"), calibration_z=z, calibration_labels=labels, batch_sizes=(1, 8)
+        model, tmp_path / "tflite", ("float32", "int8"), calibration_z=z, calibration_labels=labels, batch_sizes=(1, 8),
+        calibration_codes=codes,
     )
     assert report["decoder"]["float32"]["max_abs_error"] <= 1e-4, report
     assert report["encoder"]["float32"]["max_abs_error"] <= 1e-4, report
     assert report["decoder"]["int8"]["psnr_db"] >= 20, report  # int8 everywhere, calibrated; float32 is the bar
+    if codes is not None:
+        assert set(report["codes_decoder"]) == {"float32", "int8"} and report["codes_decoder"]["float32"]["psnr_db"] >= 60
     runner = Interpreter(model_path=str(tmp_path / "tflite" / "decoder_float32_b8.tflite")).get_signature_runner("decode")
     inputs = {"z": z[:8]} if labels is None else {"z": z[:8], "label": labels[:8]}
     expected = model.likelihood.mean(model.likelihood_params(z[:8], labels=inputs.get("label"))).numpy()
     np.testing.assert_allclose(runner(**inputs)["mean"], expected, atol=1e-4)
+    check_on_device_runtimes(tmp_path / "tflite", {"decode": inputs, "encode": {"x": x[:8], **({} if labels is None else {"label": labels[:8]})},
+                                                   "decode_codes": None if codes is None else {"codes": codes[:8]}})
+
+
+def check_on_device_runtimes(tflite_dir, inputs):
+    """Every file model.json lists, first call, in LiteRT.js and CompiledModel (and tfjs-tflite where its
+    runs_in says so), against LiteRT's Python interpreter on the same file: float files to 1e-5, int8 files
+    to two output quantization steps (runtimes round int8 kernels differently)."""
+    sidecar = json.loads((tflite_dir / "model.json").read_text())
+    files = []  # (path, signature, inputs, mode, tfjs, reference)
+    for kind in ("decoder", "encoder", "codes_decoder"):
+        signature = sidecar.get(kind, {}).get("signature")
+        for mode, by_batch in sidecar.get(kind, {}).get("files", {}).items():
+            for batch, entry in by_batch.items():
+                feed = {k: v[: int(batch)] for k, v in inputs[signature].items()}
+                path = tflite_dir / entry["file"]
+                reference = Interpreter(model_path=str(path)).get_signature_runner(signature)(**feed)
+                files.append((path, signature, feed, mode, entry["runs_in"]["tfjs-tflite"], reference))
+    checks = [("CompiledModel", f, outputs) for f, outputs in zip(files, compiled_model_run.run_files([f[:3] for f in files]))]
+    browser_harness.require()
+    jobs = [(runtime, f) for f in files for runtime in ["litertjs"] + (["tfjs-tflite"] if f[4] else [])]
+    results = browser_harness.run([{"runtime": r, "file": str(f[0]), "signature": f[1], "inputs": f[2]} for r, f in jobs])
+    checks += [(r, f, result["outputs"] if result["ok"] else result["error"]) for (r, f), result in zip(jobs, results)]
+    for runtime, (path, _, _, mode, _, reference), outputs in checks:
+        assert not isinstance(outputs, str), (runtime, path.name, outputs)
+        assert set(outputs) == set(reference), (runtime, path.name, sorted(outputs), sorted(reference))
+        for key, value in reference.items():
+            np.testing.assert_allclose(outputs[key], value, atol=2 / 256 if mode == "int8" else 1e-5, err_msg=f"{runtime} {path.name} {key}")
+
+
+def _entry(size, psnr, latency, **extra):
+    return {"size_bytes": size, "psnr_db": psnr, "latency_ms": latency, "offered": True, **extra}
+
+
+def test_dynamic_files_slower_than_float32_are_withdrawn_with_the_reason(tmp_path):
+    from kerasvae.export.tflite import _withdraw_slow_dynamic, recommend
+
+    for name in ("decoder_dynamic.tflite", "decoder_dynamic_b8.tflite", "decoder_float32.tflite"):
+        (tmp_path / name).write_bytes(b"x")
+    report = {"decoder": {
+        "float32": _entry(1000, 140.0, 0.30),
+        "dynamic": _entry(260, 55.0, 0.90, files={"1": "decoder_dynamic.tflite", "8": "decoder_dynamic_b8.tflite"}),
+        "int8": _entry(280, 41.0, 0.20),
+    }}
+    files = {"decoder": {"dynamic": {"1": {"operators": [["DEQUANTIZE", 1], ["TRANSPOSE_CONV", 4]]}}}}
+    _withdraw_slow_dynamic(tmp_path, report, files)
+    dynamic = report["decoder"]["dynamic"]
+    assert not dynamic["offered"] and dynamic["files"] == {} and "dynamic" not in files["decoder"]
+    assert "3.0x slower than float32" in dynamic["reason"] and "TRANSPOSE_CONV" in dynamic["reason"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder_float32.tflite"]
+    mode, why = recommend(report["decoder"])
+    assert mode == "int8" and "dynamic (not offered" in why  # the smallest faithful file left
+
+
+def test_recommend_picks_the_smallest_mode_at_or_above_40_db():
+    from kerasvae.export.tflite import recommend
+
+    decoder = {"float32": _entry(1000, 140.0, 0.3), "float16": _entry(500, 90.0, 0.3), "int8": _entry(270, 37.0, 0.2)}
+    mode, why = recommend(decoder)
+    assert mode == "float16" and "int8 (PSNR 37.0 dB)" in why
+    decoder["int8"]["psnr_db"] = 40.0
+    assert recommend(decoder)[0] == "int8"

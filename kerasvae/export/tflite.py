@@ -155,6 +155,12 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None, rename
     return tflite_metadata.rename_signature(content, rename) if rename else content
 
 
+def convert_for_device(saved_model_dir, signature, mode, calibration, rename, int16_activations=False):
+    """convert() with one name per output tensor: (bytes, {dropped output: the output it equals})."""
+    content = convert(saved_model_dir, signature, mode, calibration, rename, int16_activations)
+    return tflite_metadata.drop_aliased_outputs(content)
+
+
 def export_tflite(
     saved_model_dir,
     out_dir,
@@ -273,8 +279,11 @@ def export_tflite(
                     source = f"{signature}_b{batch}" + ("_clipped" if "logit_clip" in entry else "")
 
                     def write(int16):
-                        content = convert(static_dir, source, mode, calibration.get(signature), signature, int16)
-                        content = tflite_metadata.add_metadata(content, file_metadata(description, kind, mode, batch, signatures[signature]))
+                        content, aliases = convert_for_device(static_dir, source, mode, calibration.get(signature), signature, int16)
+                        metadata = file_metadata(description, kind, mode, batch, signatures[signature], aliases)
+                        content = tflite_metadata.add_metadata(content, metadata)
+                        if aliases:
+                            entry["aliases"] = aliases
                         _write_atomically(path, content)
                         got = _run_batched(path, signature, inputs[signature], batch)
                         return content, got, _fidelity(got, reference, "mean" if "mean" in reference else None)
@@ -456,9 +465,10 @@ PARAMETER_TEXT = {
 }
 
 
-def tensor_descriptions(description, function):
+def tensor_descriptions(description, function, aliases=None):
     """{"inputs": {name: {...}}, "outputs": {name: {...}}} for a SavedModel signature `function`: dtype and
-    shape with a null batch for inputs, a description, and for data tensors their layout and value range."""
+    shape with a null batch for inputs, a description, and for data tensors their layout and value range.
+    Outputs named in `aliases` (TFLite files keep one name per tensor) are left out."""
     description = description or {}
     rank = len(description.get("input_shape") or function.structured_input_signature[1].get("x", tf.TensorSpec([None])).shape[1:])
     data = {"layout": LAYOUTS.get(rank, "N..."), "range": description.get("support")}
@@ -475,7 +485,7 @@ def tensor_descriptions(description, function):
         name: {"dtype": spec.dtype.name, "shape": [None, *spec.shape[1:]], **known.get(name, {"description": name})}
         for name, spec in function.structured_input_signature[1].items()
     }
-    names = list(function.structured_outputs)
+    names = [name for name in function.structured_outputs if name not in (aliases or {})]
     if "mean" not in names:  # an encoder
         outputs = {name: {"description": f"{name} of q(z|x) (encode's output)", "range": None} for name in names}
     else:
@@ -485,11 +495,12 @@ def tensor_descriptions(description, function):
     return {"inputs": inputs, "outputs": outputs}
 
 
-def file_metadata(description, kind, mode, batch, function):
-    """The TFLite Metadata of one file (tflite_metadata.add_metadata's dict)."""
+def file_metadata(description, kind, mode, batch, function, aliases=None):
+    """The TFLite Metadata of one file (tflite_metadata.add_metadata's dict); `aliases` name the outputs the
+    file leaves out because they equal another."""
     description = description or {}
     signature = KINDS[kind][0]
-    tensors = tensor_descriptions(description, function)
+    tensors = tensor_descriptions(description, function, aliases)
     name = description.get("name") or "model"
     what = {"decoder": "decoder p(x|z)", "encoder": "encoder q(z|x)", "codes_decoder": "codes decoder p(x|codes)"}[kind]
     return {
@@ -532,11 +543,12 @@ def model_json(saved_model_dir, signatures, report, files, description, batch_si
     }
     for kind in files:
         signature = KINDS[kind][0]
-        tensors = tensor_descriptions(description, signatures[signature])
+        aliases = report[kind]["float32"].get("aliases", {})
+        tensors = tensor_descriptions(description, signatures[signature], aliases)
         for name, tensor in tensors["outputs"].items():  # dtype and shape as the files have them, any batch
             raw = files[kind]["float32"]["1"]["tensors"]["outputs"][name]
             tensor.update(dtype=raw["dtype"], shape=[None, *raw["shape"][1:]])
-        sidecar[kind] = {"signature": signature, **tensors, "files": files[kind]}
+        sidecar[kind] = {"signature": signature, **tensors, **({"aliases": aliases} if aliases else {}), "files": files[kind]}
     sidecar["modes"] = {
         mode: {k: entry[k] for k in ("size_bytes", "psnr_db", "max_abs_error", "latency_ms", "offered", "reason") if k in entry}
         for mode, entry in report["decoder"].items()

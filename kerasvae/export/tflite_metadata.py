@@ -164,6 +164,39 @@ def rename_signature(model_bytes, new_key):
     return write_model(model)
 
 
+def drop_aliased_outputs(model_bytes, prefer=("mean",)):
+    """(model, {dropped name: kept name}): where several signature outputs are one tensor (a Gaussian's
+    `loc` is its `mean`), keep one name, preferring those in `prefer`, and drop the others from the
+    signature and the subgraph's outputs. LiteRT's CompiledModel reports such a tensor under one name only,
+    so an app asking for the other would find nothing.
+
+    Args:
+        model_bytes: bytes. A .tflite flatbuffer with exactly one signature, on subgraph 0.
+        prefer: iterable of str. Names kept over the others that share their tensor.
+    """
+    model = read_model(model_bytes)
+    (signature,) = model.signatureDefs
+    by_tensor = {}
+    for tensor_map in signature.outputs:
+        by_tensor.setdefault(int(tensor_map.tensorIndex), []).append(tensor_map)
+    aliases, kept = {}, []
+    for maps in by_tensor.values():
+        maps.sort(key=lambda m: (_text(m.name) not in prefer, _text(m.name)))
+        kept.append(maps[0])
+        aliases.update({_text(m.name): _text(maps[0].name) for m in maps[1:]})
+    if not aliases:
+        return model_bytes, {}
+    signature.outputs = [m for m in signature.outputs if m in kept]
+    subgraph = model.subgraphs[signature.subgraphIndex or 0]
+    seen, outputs = set(), []
+    for index in subgraph.outputs:
+        if int(index) not in seen:
+            seen.add(int(index))
+            outputs.append(int(index))
+    subgraph.outputs = outputs
+    return write_model(model), aliases
+
+
 # ---------------------------------------------------------------------------------------------- the metadata
 def add_metadata(model_bytes, metadata):
     """The model with `metadata` stored as its TFLITE_METADATA entry (a ModelMetadata flatbuffer, identifier
