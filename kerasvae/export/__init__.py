@@ -116,9 +116,10 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False, tflite
         raise ValueError("--web needs TFLite decoders: add --tflite MODES (e.g. --tflite int8).")
     model, config = training.load_run(run)
     if web:
-        from kerasvae.export.web import check_demo_model
+        from kerasvae.export.web import check_demo_model, resolve_runtime
 
         check_demo_model(model)
+        web_runtime = resolve_runtime(web_runtime)
     history_path = Path(run) / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     metadata = {"training_config": config, "final_metrics": {k: v[-1] for k, v in history.items() if v}}

@@ -280,7 +280,8 @@ def export_tflite(
 
                     def write(int16):
                         content, aliases = convert_for_device(static_dir, source, mode, calibration.get(signature), signature, int16)
-                        metadata = file_metadata(description, kind, mode, batch, signatures[signature], aliases)
+                        needs = tflite_metadata.model_info(content)["min_runtime_version"]
+                        metadata = file_metadata(description, kind, mode, batch, signatures[signature], aliases, needs)
                         content = tflite_metadata.add_metadata(content, metadata)
                         if aliases:
                             entry["aliases"] = aliases
@@ -408,6 +409,14 @@ def _file_entry(path, content, signature, fidelity):
     }
 
 
+def _runtime_note(min_runtime_version):
+    support = runtime_support(min_runtime_version)
+    note = f"Needs a TFLite runtime >= {min_runtime_version}"
+    if support["tfjs-tflite"]:
+        return note + "."
+    return note + f"; @tensorflow/tfjs-tflite 0.0.1-alpha.10 (TFLite {TFJS_TFLITE_RUNTIME}) cannot load it."
+
+
 def runtime_support(min_runtime_version):
     """Which runtimes load a file that needs TFLite runtime `min_runtime_version`."""
     needs = _version(min_runtime_version or "0")
@@ -495,9 +504,9 @@ def tensor_descriptions(description, function, aliases=None):
     return {"inputs": inputs, "outputs": outputs}
 
 
-def file_metadata(description, kind, mode, batch, function, aliases=None):
+def file_metadata(description, kind, mode, batch, function, aliases=None, min_runtime_version=None):
     """The TFLite Metadata of one file (tflite_metadata.add_metadata's dict); `aliases` name the outputs the
-    file leaves out because they equal another."""
+    file leaves out because they equal another, `min_runtime_version` the TFLite runtime the file needs."""
     description = description or {}
     signature = KINDS[kind][0]
     tensors = tensor_descriptions(description, function, aliases)
@@ -508,7 +517,8 @@ def file_metadata(description, kind, mode, batch, function, aliases=None):
         "description": (
             f"{description.get('model_class', 'kerasvae')} {what} with a {description.get('likelihood', '')} "
             f"likelihood, {mode} weights, static batch {batch}; signature '{signature}'. "
-            f"Outputs are laid out {tensors['outputs'].get('mean', {}).get('layout', '')}. See model.json."
+            f"Outputs are laid out {tensors['outputs'].get('mean', {}).get('layout', '')}. "
+            + _runtime_note(min_runtime_version) + " See model.json."
         ).replace("  ", " "),
         "version": str(description.get("kerasvae_version", "")),
         "author": description.get("author", ""),

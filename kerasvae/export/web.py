@@ -115,6 +115,16 @@ def find_runtime(start=None):
     )
 
 
+def resolve_runtime(runtime_dir=None):
+    """The @litertjs/core folder the demo copies: `runtime_dir` checked to be a complete install, or the one
+    find_runtime finds. Export calls it before any work, so a missing runtime costs nothing."""
+    runtime_dir = Path(runtime_dir) if runtime_dir is not None else find_runtime()
+    if not (runtime_dir / "package.json").is_file():
+        raise ValueError(f"--web-runtime {runtime_dir} is not an installed {RUNTIME_PACKAGE} folder (no package.json).")
+    runtime_files(runtime_dir)
+    return runtime_dir
+
+
 def runtime_files(runtime_dir):
     """{path under litert/: source file} for what the page loads from an installed @litertjs/core."""
     runtime_dir = Path(runtime_dir)
@@ -149,9 +159,7 @@ def write_web_demo(tflite_dir, runtime_dir=None, mode=None):
     info = json.loads(model_json.read_text())
     validate_model_info(info)
     mode, file = choose_decoder(info, tflite_dir, mode)
-    runtime_dir = Path(runtime_dir) if runtime_dir is not None else find_runtime()
-    if not (runtime_dir / "package.json").is_file():
-        raise ValueError(f"--web-runtime {runtime_dir} is not an installed {RUNTIME_PACKAGE} folder (no package.json).")
+    runtime_dir = resolve_runtime(runtime_dir)
     package = json.loads((runtime_dir / "package.json").read_text())
     files = runtime_files(runtime_dir)
 
