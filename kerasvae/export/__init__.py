@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasvae.export.descriptions import describe_model  # noqa: F401 (public: kerasvae.export.describe_model)
 from kerasvae.export.savedmodel import export_savedmodel
 
 TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
@@ -21,51 +22,6 @@ def calibration_latents(model, x, seed=0, labels=None):
     if hasattr(model, "quantized_latents"):  # a VQ-VAE decodes codebook vectors, not posterior draws
         return np.asarray(model.quantized_latents(x), np.float32)
     return np.asarray(model.encode(x, labels=labels).sample(seed=(seed, 1)), np.float32)
-
-
-PRIOR_NAMES = {"StandardNormalPrior": "normal", "MixturePrior": "mixture", "VampPrior": "vamp"}
-DEMO_PRIOR_SAMPLES = 256
-
-
-def describe_model(model, x=None, labels=None, name=None, author="", license=""):
-    """What the on-device files say about a model (model.json, TFLite Metadata): classes, shapes, likelihood,
-    prior, and for the browser demo the latent dimensions ordered by how much they
-    carry: the variance of the posterior means over `x` (the active-units statistic), largest first.
-    Priors other than N(0, I) also get DEMO_PRIOR_SAMPLES draws, which an app picks from instead of drawing
-    z itself."""
-    import kerasvae
-    from kerasvae.likelihoods import LIKELIHOODS
-
-    likelihood_names = {cls.__name__: key for key, cls in LIKELIHOODS.items()}
-    prior = PRIOR_NAMES.get(type(model.prior_layer).__name__, type(model.prior_layer).__name__)
-    description = {
-        "name": name,
-        "model_class": type(model).__name__,
-        "kerasvae_version": kerasvae.__version__,
-        "input_shape": list(model.data_shape),
-        "latent_dim": int(model.latent_dim),
-        "likelihood": likelihood_names.get(type(model.likelihood).__name__, type(model.likelihood).__name__),
-        "support": None if model.likelihood.support is None else list(model.likelihood.support),
-        "prior": prior,
-        "num_classes": model.num_classes,
-        "author": author,
-        "license": license,
-    }
-    if hasattr(model, "codes_to_latents"):
-        description["num_latents"] = int(model.num_latents)
-        description["num_embeddings"] = int(getattr(model, "num_embeddings", None) or getattr(model, "num_categories", 0) or 0)
-    if x is not None and not hasattr(model, "codes_to_latents"):
-        loc = np.asarray(model.posterior_params(np.asarray(x[:CALIBRATION_EXAMPLES]), labels=labels)["loc"], np.float64)
-        spread = loc.var(axis=0)
-        description["demo"] = {
-            "informative_dims": [int(i) for i in np.argsort(-spread, kind="stable")],
-            "latent_mean": [round(float(v), 5) for v in loc.mean(axis=0)],
-            "latent_std": [round(float(v), 5) for v in loc.std(axis=0)],
-            "prior_samples": None
-            if prior == "normal"
-            else np.round(np.asarray(model.prior.sample(DEMO_PRIOR_SAMPLES, seed=(0, 7)), np.float64), 5).tolist(),
-        }
-    return description
 
 
 def export_model_tflite(model, out_dir, modes, saved_model_dir=None, **options):

@@ -60,12 +60,12 @@ def export_onnx(saved_model_dir, out_dir, opset=17, seed=0, description=None):
 
     from kerasvae.training import atomic_write
 
-    from kerasvae.export.tflite import FORMAT, _saved_description, tensor_descriptions
+    from kerasvae.export.descriptions import FORMAT, saved_description, tensor_descriptions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     signatures = tf.saved_model.load(str(saved_model_dir)).signatures
-    description = {k: v for k, v in (description or _saved_description(saved_model_dir)).items() if k != "demo"}
+    description = {k: v for k, v in (description or saved_description(saved_model_dir)).items() if k != "demo"}
     sidecar = {"format": FORMAT.replace("tflite", "onnx"), **{k: v for k, v in description.items() if k != "support"},
                "opset": opset, "min_onnxruntime_version": MIN_ONNXRUNTIME.get(opset, "1.14")}
     paths = []

@@ -34,10 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae.export import tflite_metadata
+from kerasvae.export.descriptions import KIND_SIGNATURES, file_metadata, model_json, runtime_support, saved_description
 
 MODES = ("float32", "dynamic", "float16", "int8")
-# file stem -> (SavedModel signature, modes it is written in)
-KINDS = {"decoder": ("decode", MODES), "encoder": ("encode", ("float32",)), "codes_decoder": ("decode_codes", MODES)}
 EVAL_SAMPLES = 256
 LATENCY_RUNS = 100
 LATENCY_ROUNDS = 3
@@ -53,12 +52,6 @@ DYNAMIC_MAX_SLOWDOWN = 1.25
 # A float32 file can match the SavedModel bit for bit: flooring the MSE caps PSNR at 200 dB, so the report
 # stays finite, valid JSON.
 MSE_FLOOR = 1e-20
-# @tensorflow/tfjs-tflite 0.0.1-alpha.10 (the last release) runs a TFLite runtime of this version: files
-# that need a newer one (TRANSPOSE_CONV v4: 2.13; hybrid FULLY_CONNECTED v12: 2.17) fail to load there.
-# tests/test_on_device.py checks this claim against the real package in Chromium.
-TFJS_TFLITE_RUNTIME = "2.12.0"
-LITERT_JS_TESTED = "@litertjs/core 2.5.3"
-FORMAT = "kerasvae.tflite/1"
 
 
 def parse_batch_sizes(text):
@@ -216,8 +209,92 @@ def export_tflite(
     if unknown:
         raise ValueError(f"Unknown TFLite mode(s) {unknown}; expected some of {list(MODES)}.")
     modes = ["float32"] + [m for m in MODES if m in set(modes) and m != "float32"]
-    rng = np.random.default_rng(seed)
     signatures = tf.saved_model.load(str(saved_model_dir)).signatures
+    inputs, calibration, kinds = _evaluation_inputs(
+        signatures, modes, np.random.default_rng(seed), calibration_z, calibration_labels, calibration_codes, encoder
+    )
+    z = inputs["decode"]["z"]
+
+    def expected(signature):
+        if signature == "decode" and reference_fn is not None:
+            return {"mean": np.asarray(reference_fn(z), np.float32)}
+        result = signatures[signature](**{k: tf.constant(v) for k, v in inputs[signature].items()})
+        return {k: v.numpy() for k, v in result.items()}
+
+    report = {"eval_samples": EVAL_SAMPLES, "batch_sizes": list(batch_sizes), "latency_threads": 1}
+    files = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        clip = (description or {}).get("likelihood", saved_description(saved_model_dir).get("likelihood", "")).lower() == "bernoulli"
+        static_dir = write_static_savedmodel(
+            saved_model_dir, Path(scratch) / "static", [KIND_SIGNATURES[kind] for kind in kinds], batch_sizes, clip_logits=clip
+        )
+        for kind, kind_modes in kinds.items():
+            signature = KIND_SIGNATURES[kind]
+            reference = expected(signature)
+            report[kind], files[kind] = {}, {}
+            for mode in kind_modes:
+                report[kind][mode], files[kind][mode] = _write_mode(
+                    static_dir, out_dir, kind, mode, batch_sizes, clip, inputs[signature], calibration.get(signature),
+                    reference, description, signatures[signature],
+                )
+            _measure_latency(out_dir, kind, signature, report[kind], inputs[signature])
+        _withdraw_slow_dynamic(out_dir, report, files)
+    report["recommended_mode"], report["recommendation"] = recommend(report["decoder"])
+    _write_atomically(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    sidecar = model_json(saved_model_dir, signatures, report, files, description, batch_sizes)
+    _write_atomically(out_dir / "model.json", (json.dumps(sidecar, indent=2) + "\n").encode())
+    return report
+
+
+def _write_mode(static_dir, out_dir, kind, mode, batch_sizes, clip, inputs, calibration, reference, description,
+                function):
+    """Convert, describe, write and check one mode's file for each batch size: (report entry, {batch: model.json
+    file entry}). int8 files of Bernoulli decoders (`clip`) come from the clipped signatures; an int8 batch-1
+    file under MIN_QUANTIZED_PSNR_DB is rebuilt with int16 activations, and that choice holds for every batch
+    size of the mode."""
+    signature = KIND_SIGNATURES[kind]
+    entry, files = {"offered": True, "files": {}}, {}
+    if mode == "int8" and clip and kind != "encoder":
+        entry["logit_clip"] = INT8_LOGIT_CLIP
+    int16 = False
+
+    def write(path, source, batch, int16):
+        content, aliases = convert_for_device(static_dir, source, mode, calibration, signature, int16)
+        needs = tflite_metadata.model_info(content)["min_runtime_version"]
+        content = tflite_metadata.add_metadata(content, file_metadata(description, kind, mode, batch, function, aliases, needs))
+        if aliases:
+            entry["aliases"] = aliases
+        _write_atomically(path, content)
+        got = _run_batched(path, signature, inputs, batch)
+        return content, got, _fidelity(got, reference, "mean" if "mean" in reference else None)
+
+    for batch in batch_sizes:
+        path = out_dir / file_name(kind, mode, batch)
+        source = f"{signature}_b{batch}" + ("_clipped" if "logit_clip" in entry else "")
+        content, got, fidelity = write(path, source, batch, int16)
+        if mode == "int8" and batch == 1 and fidelity.get("psnr_db", np.inf) < MIN_QUANTIZED_PSNR_DB:
+            # Measured, not assumed: int8 activations lose too much here; 16x8 keeps the int8 weights.
+            low = f"int8 activations gave {fidelity['psnr_db']:.1f} dB < {MIN_QUANTIZED_PSNR_DB:.0f} dB"
+            try:
+                content, got, fidelity = write(path, source, batch, True)
+                int16 = True
+                entry["activations_reason"] = f"{low}: int16 activations (TFLite's 16x8 scheme), same int8 weights"
+            except RuntimeError as error:  # an op without 16x8 kernels (e.g. ONE_HOT): keep int8
+                entry["activations_reason"] = f"{low}; 16x8 unavailable: {str(error).strip().splitlines()[0]}"
+                content, got, fidelity = write(path, source, batch, False)
+        files[str(batch)] = _file_entry(path, content, signature, fidelity)
+        entry["files"][str(batch)] = path.name
+        _merge_worst(entry, fidelity)
+    entry["activations"] = "int16" if int16 else ("int8" if mode == "int8" else "float32")
+    first = out_dir / file_name(kind, mode)
+    entry.update(file=first.name, size_bytes=first.stat().st_size, outputs=sorted(got))
+    return entry, files
+
+
+def _evaluation_inputs(signatures, modes, rng, calibration_z, calibration_labels, calibration_codes, encoder):
+    """({signature: inputs of the fidelity check}, {signature: int8 calibration inputs or None},
+    {kind: modes to write}): EVAL_SAMPLES rows drawn from the calibration data (N(0, I) latents and uniform
+    images without it)."""
     specs = {name: fn.structured_input_signature[1] for name, fn in signatures.items()}
     conditional = "label" in specs["decode"]
     if conditional and (calibration_z is None or calibration_labels is None):
@@ -252,74 +329,12 @@ def export_tflite(
         inputs["decode_codes"] = {"codes": codes}
         kinds["codes_decoder"] = [m for m in modes if m != "int8" or calibration_codes is not None]
 
-    def expected(signature):
-        if signature == "decode" and reference_fn is not None:
-            return {"mean": np.asarray(reference_fn(z), np.float32)}
-        result = signatures[signature](**{k: tf.constant(v) for k, v in inputs[signature].items()})
-        return {k: v.numpy() for k, v in result.items()}
-
-    report = {"eval_samples": EVAL_SAMPLES, "batch_sizes": list(batch_sizes), "latency_threads": 1}
-    files = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        clip = (description or {}).get("likelihood", _saved_description(saved_model_dir).get("likelihood", "")).lower() == "bernoulli"
-        static_dir = write_static_savedmodel(
-            saved_model_dir, Path(scratch) / "static", [KINDS[kind][0] for kind in kinds], batch_sizes, clip_logits=clip
-        )
-        for kind, kind_modes in kinds.items():
-            signature = KINDS[kind][0]
-            reference = expected(signature)
-            report[kind], files[kind] = {}, {}
-            for mode in kind_modes:
-                entry = {"offered": True, "files": {}}
-                if mode == "int8" and clip and kind != "encoder":
-                    entry["logit_clip"] = INT8_LOGIT_CLIP
-                int16 = False
-                for batch in batch_sizes:
-                    path = out_dir / file_name(kind, mode, batch)
-                    source = f"{signature}_b{batch}" + ("_clipped" if "logit_clip" in entry else "")
-
-                    def write(int16):
-                        content, aliases = convert_for_device(static_dir, source, mode, calibration.get(signature), signature, int16)
-                        needs = tflite_metadata.model_info(content)["min_runtime_version"]
-                        metadata = file_metadata(description, kind, mode, batch, signatures[signature], aliases, needs)
-                        content = tflite_metadata.add_metadata(content, metadata)
-                        if aliases:
-                            entry["aliases"] = aliases
-                        _write_atomically(path, content)
-                        got = _run_batched(path, signature, inputs[signature], batch)
-                        return content, got, _fidelity(got, reference, "mean" if "mean" in reference else None)
-
-                    content, got, fidelity = write(int16)
-                    # The batch-1 file (the first) decides the activations of every batch size of the mode.
-                    if mode == "int8" and batch == 1 and fidelity.get("psnr_db", np.inf) < MIN_QUANTIZED_PSNR_DB:
-                        # Measured, not assumed: int8 activations lose too much here; 16x8 keeps int8 weights.
-                        low = f"int8 activations gave {fidelity['psnr_db']:.1f} dB < {MIN_QUANTIZED_PSNR_DB:.0f} dB"
-                        try:
-                            content, got, fidelity = write(True)
-                            int16 = True
-                            entry["activations_reason"] = f"{low}: int16 activations (TFLite's 16x8 scheme), same int8 weights"
-                        except RuntimeError as error:  # an op without 16x8 kernels (e.g. ONE_HOT): keep int8
-                            entry["activations_reason"] = f"{low}; 16x8 unavailable: {str(error).strip().splitlines()[0]}"
-                            content, got, fidelity = write(False)
-                    entry["activations"] = "int16" if int16 else ("int8" if mode == "int8" else "float32")
-                    files[kind].setdefault(mode, {})[str(batch)] = _file_entry(path, content, signature, fidelity)
-                    entry["files"][str(batch)] = path.name
-                    _merge_worst(entry, fidelity)
-                first = out_dir / file_name(kind, mode)
-                entry.update(file=first.name, size_bytes=first.stat().st_size, outputs=sorted(got))
-                report[kind][mode] = entry
-            _measure_latency(out_dir, kind, signature, report[kind], inputs[signature])
-        _withdraw_slow_dynamic(out_dir, report, files)
-    report["recommended_mode"], report["recommendation"] = recommend(report["decoder"])
-    _write_atomically(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    sidecar = model_json(saved_model_dir, signatures, report, files, description, batch_sizes)
-    _write_atomically(out_dir / "model.json", (json.dumps(sidecar, indent=2) + "\n").encode())
-    return report
+    return inputs, calibration, kinds
 
 
 def recommend(decoder_report):
-    """(mode, why): the smallest offered decoder within MIN_QUANTIZED_PSNR_DB of the SavedModel (float32
-    is the fallback), ties broken by latency."""
+    """(mode, why): the smallest offered decoder at or above MIN_QUANTIZED_PSNR_DB against the SavedModel
+    (float32 is the fallback), ties broken by latency."""
     offered = {m: e for m, e in decoder_report.items() if e.get("offered", True)}
     faithful = {m: e for m, e in offered.items() if m == "float32" or e["psnr_db"] >= MIN_QUANTIZED_PSNR_DB}
     mode = min(faithful, key=lambda m: (faithful[m]["size_bytes"], faithful[m]["latency_ms"]))
@@ -409,31 +424,6 @@ def _file_entry(path, content, signature, fidelity):
     }
 
 
-def _runtime_note(min_runtime_version):
-    support = runtime_support(min_runtime_version)
-    note = f"Needs a TFLite runtime >= {min_runtime_version}"
-    if support["tfjs-tflite"]:
-        return note + "."
-    return note + f"; @tensorflow/tfjs-tflite 0.0.1-alpha.10 (TFLite {TFJS_TFLITE_RUNTIME}) cannot load it."
-
-
-def runtime_support(min_runtime_version):
-    """Which runtimes load a file that needs TFLite runtime `min_runtime_version`."""
-    needs = _version(min_runtime_version or "0")
-    tfjs = needs <= _version(TFJS_TFLITE_RUNTIME)
-    return {
-        "litert": True,
-        "litert.js": True,
-        "tfjs-tflite": tfjs,
-        **({} if tfjs else {"tfjs-tflite_reason": f"needs TFLite runtime {min_runtime_version}; "
-                            f"@tensorflow/tfjs-tflite 0.0.1-alpha.10 runs {TFJS_TFLITE_RUNTIME}"}),
-    }
-
-
-def _version(text):
-    return tuple(int(part) for part in str(text).split(".")[:3] if part.isdigit())
-
-
 def _measure_latency(out_dir, kind, signature, entries, inputs):
     """Best of LATENCY_ROUNDS medians of batch-1 calls on one thread, the modes interleaved round by round so
     a busy spell of the machine does not favour one of them."""
@@ -461,114 +451,3 @@ def _write_atomically(path, content):
     from kerasvae.training import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(content))
-
-
-# --- what the files say about themselves -----------------------------------------------------------------
-
-LAYOUTS = {1: "NC", 2: "NTC", 3: "NHWC"}
-PARAMETER_TEXT = {
-    "logits": "Bernoulli (or categorical) logits of p(x|z) per element",
-    "loc": "location of p(x|z) per element",
-    "scale": "scale of p(x|z) per element",
-    "probs": "probabilities of p(x|z) per element",
-}
-
-
-def tensor_descriptions(description, function, aliases=None):
-    """{"inputs": {name: {...}}, "outputs": {name: {...}}} for a SavedModel signature `function`: dtype and
-    shape with a null batch for inputs, a description, and for data tensors their layout and value range.
-    Outputs named in `aliases` (TFLite files keep one name per tensor) are left out."""
-    description = description or {}
-    rank = len(description.get("input_shape") or function.structured_input_signature[1].get("x", tf.TensorSpec([None])).shape[1:])
-    data = {"layout": LAYOUTS.get(rank, "N..."), "range": description.get("support")}
-    known = {
-        "z": {"description": "latent code z; N(0, I) draws for a standard-normal prior, else draws from the prior",
-              "range": None},
-        "label": {"description": f"class label in [0, {description.get('num_classes')}) for the conditional model",
-                  "range": [0, (description.get("num_classes") or 1) - 1]},
-        "codes": {"description": "code indices, one per latent position",
-                  "range": [0, max((description.get("num_embeddings") or 1) - 1, 0)]},
-        "x": {"description": "input data", **data},
-    }
-    inputs = {
-        name: {"dtype": spec.dtype.name, "shape": [None, *spec.shape[1:]], **known.get(name, {"description": name})}
-        for name, spec in function.structured_input_signature[1].items()
-    }
-    names = [name for name in function.structured_outputs if name not in (aliases or {})]
-    if "mean" not in names:  # an encoder
-        outputs = {name: {"description": f"{name} of q(z|x) (encode's output)", "range": None} for name in names}
-    else:
-        outputs = {"mean": {"description": "mean of p(x|z): the generated data", **data}}
-        for name in sorted(set(names) - {"mean"}):
-            outputs[name] = {"description": PARAMETER_TEXT.get(name, f"{name} of p(x|z)"), "layout": data["layout"], "range": None}
-    return {"inputs": inputs, "outputs": outputs}
-
-
-def file_metadata(description, kind, mode, batch, function, aliases=None, min_runtime_version=None):
-    """The TFLite Metadata of one file (tflite_metadata.add_metadata's dict); `aliases` name the outputs the
-    file leaves out because they equal another, `min_runtime_version` the TFLite runtime the file needs."""
-    description = description or {}
-    signature = KINDS[kind][0]
-    tensors = tensor_descriptions(description, function, aliases)
-    name = description.get("name") or "model"
-    what = {"decoder": "decoder p(x|z)", "encoder": "encoder q(z|x)", "codes_decoder": "codes decoder p(x|codes)"}[kind]
-    return {
-        "name": f"kerasvae {name} {kind} ({mode}, batch {batch})",
-        "description": (
-            f"{description.get('model_class', 'kerasvae')} {what} with a {description.get('likelihood', '')} "
-            f"likelihood, {mode} weights, static batch {batch}; signature '{signature}'. "
-            f"Outputs are laid out {tensors['outputs'].get('mean', {}).get('layout', '')}. "
-            + _runtime_note(min_runtime_version) + " See model.json."
-        ).replace("  ", " "),
-        "version": str(description.get("kerasvae_version", "")),
-        "author": description.get("author", ""),
-        "license": description.get("license", ""),
-        "inputs": [{"name": n, "description": t["description"], "range": t.get("range")} for n, t in tensors["inputs"].items()],
-        "outputs": [_output_metadata(n, t, description) for n, t in tensors["outputs"].items()],
-    }
-
-
-def _output_metadata(name, tensor, description):
-    entry = {"name": name, "description": tensor["description"], "range": tensor.get("range"), "content": "feature"}
-    if name == "mean" and tensor.get("layout") == "NHWC" and description.get("input_shape", [0])[-1] in (1, 3):
-        entry.update(content="image", color_space="RGB" if description["input_shape"][-1] == 3 else "GRAYSCALE")
-    return entry
-
-
-def model_json(saved_model_dir, signatures, report, files, description, batch_sizes):
-    """The model.json sidecar (see the format in docs/on_device.md)."""
-    description = dict(description or _saved_description(saved_model_dir))
-    sidecar = {
-        "format": FORMAT,
-        **{k: v for k, v in description.items() if k != "support"},
-        "batch_sizes": list(batch_sizes),
-        "recommended_mode": report["recommended_mode"],
-        "recommendation": report["recommendation"],
-        "runtimes": {
-            "litert": "ai-edge-litert (Python Interpreter and CompiledModel), LiteRT on Android/iOS: any version at "
-                      "or above each file's min_runtime_version",
-            "litert.js": f"{LITERT_JS_TESTED} (tested in Chromium)",
-            "tfjs-tflite": f"0.0.1-alpha.10 runs TFLite {TFJS_TFLITE_RUNTIME}: only files whose runs_in says so",
-        },
-    }
-    for kind in files:
-        signature = KINDS[kind][0]
-        aliases = report[kind]["float32"].get("aliases", {})
-        tensors = tensor_descriptions(description, signatures[signature], aliases)
-        for name, tensor in tensors["outputs"].items():  # dtype and shape as the files have them, any batch
-            raw = files[kind]["float32"]["1"]["tensors"]["outputs"][name]
-            tensor.update(dtype=raw["dtype"], shape=[None, *raw["shape"][1:]])
-        sidecar[kind] = {"signature": signature, **tensors, **({"aliases": aliases} if aliases else {}), "files": files[kind]}
-    sidecar["modes"] = {
-        mode: {k: entry[k] for k in ("size_bytes", "psnr_db", "max_abs_error", "latency_ms", "offered", "reason") if k in entry}
-        for mode, entry in report["decoder"].items()
-    }
-    return sidecar
-
-
-def _saved_description(saved_model_dir):
-    path = Path(saved_model_dir) / "assets.extra" / "kerasvae.json"
-    if not path.is_file():
-        return {}
-    info = json.loads(path.read_text())
-    return {k: info[k] for k in ("model_class", "input_shape", "latent_dim", "likelihood", "kerasvae_version") if k in info}
