@@ -560,3 +560,12 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(served, tmp_path, capsys)
         assert cli.main(["serve", str(tmp_path), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(port) in err
+
+
+def test_a_second_server_on_the_first_servers_grpc_port_refuses(served, tmp_path, capsys):
+    """gRPC's default SO_REUSEPORT let a second `kerasvae serve --port P` bind P and take half the requests."""
+    shutil.copytree(served["root"] / "digits", tmp_path / "digits")
+    port = served["grpc"].rsplit(":", 1)[1]
+    assert cli.main(["serve", str(tmp_path), "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and port in err

@@ -390,6 +390,9 @@ class Server:
         options = [
             ("grpc.max_receive_message_length", self.limits["max_request_bytes"]),
             ("grpc.max_send_message_length", 1 << 30),
+            # gRPC sets SO_REUSEPORT by default: a second server on a taken port would bind, and requests would
+            # be split between the two without a word. Without it the bind fails and we say so.
+            ("grpc.so_reuseport", 0),
         ]
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MODEL_RUN_THREADS),
