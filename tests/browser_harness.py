@@ -166,4 +166,7 @@ def run(jobs, timeout=300):
     for result in results:
         for key in ("outputs", "second_outputs"):
             result[key] = {name: _decode(value) for name, value in result.get(key, {}).items()}
+        for key in ("latency_ms", "mean_latency_ms"):  # JSON writes a whole-millisecond median as an int
+            if result.get(key) is not None:
+                result[key] = float(result[key])
     return results
