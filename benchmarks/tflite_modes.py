@@ -34,7 +34,7 @@ def measure(dataset, out, calls):
     for model, epochs in MODELS.items():
         run, saved = out / f"run_{model}", out / "saved" / model.replace("-", "_")
         extra = ["--binarize", "dynamic"] if dataset != "digits" else []
-        assert main(["train", "--model", model, "--dataset", dataset, *extra, "--epochs", str(epochs), "--out", str(run)]) == 0
+        assert main(["train", "--model", model, "--dataset", dataset, *extra, "--epochs", str(epochs), "--out", str(run), "--force"]) == 0
         assert main(["export", str(run), "--to", str(saved), "--tflite", "float32,dynamic,float16,int8", "--force", "--version", "1"]) == 0
         report = json.loads((saved / "tflite" / "report.json").read_text())
         sidecar = json.loads((saved / "tflite" / "model.json").read_text())

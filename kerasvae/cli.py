@@ -31,6 +31,7 @@ def _train(args):
             strategy=args.strategy,
             precision=args.precision,
             xla=args.xla,
+            force=args.force,
         )
     except tf.errors.UnavailableError as error:  # a peer of the cluster died: not bad input, a crash to resume
         message = str(error).strip().splitlines()[0]
@@ -59,7 +60,7 @@ def _demo(args):
     print(f"kerasvae demo: training the classic VAE on {dataset} (dynamic binarization) into {out}/")
     model, history = training.train_run(
         out, model="mlp_vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
-        latent_dim=32 if dataset == "fashion_mnist" else 8, verbose=2,
+        latent_dim=32 if dataset == "fashion_mnist" else 8, verbose=2, force=True,  # the demo's own folder
     )
     x, _ = training.test_images(json.loads((out / "config.json").read_text()), limit=1000)
     report = evaluation.evaluate(model, x, num_samples=100)
@@ -152,6 +153,7 @@ def build_parser():
                        "PATIENCE epochs, keep the best epoch's weights (default: off, all images train)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="run folder (a crashed run's folder resumes it)")
+    train.add_argument("--force", action="store_true", help="train over a finished run in --out")
     train.add_argument("--strategy", default="default", choices=STRATEGIES,
                        help="tf.distribute strategy; multi-worker and parameter-server read TF_CONFIG (a parameter-server "
                        "worker or ps task serves until killed; the chief trains); --batch-size is the global batch")

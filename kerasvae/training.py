@@ -232,6 +232,7 @@ def train_run(
     strategy="default",
     precision="float32",
     xla=None,
+    force=False,
 ):
     """Train a preset on a dataset and fill the run folder `out`. Returns (model, history dict of every
     epoch, those of a resumed run's earlier start included).
@@ -259,8 +260,11 @@ def train_run(
             and the chief trains through `kerasvae.distribute.fit`.
         precision: str. "float32", "mixed_float16" or "mixed_bfloat16" (kerasvae.distribute.precision).
         xla: bool or None. Compile the train step with XLA; None lets Keras choose (on with a GPU).
+        force: bool. Train over a finished run in `out` (model.keras and no crash backup) instead of refusing.
     """
     out = Path(out)
+    if (out / "model.keras").is_file() and not (out / "backup").exists() and not force:
+        raise ValueError(f"{out} holds a finished run; pass --force to train over it, or choose another --out.")
     tuned = presets.training_defaults(model)
     epochs = tuned["epochs"] if epochs is None else epochs
     batch_size = tuned["batch_size"] if batch_size is None else batch_size

@@ -2,6 +2,7 @@
 with exit status 2."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -29,6 +30,20 @@ def test_train_writes_the_run_folder(run_folder):
     assert len(history["loss"]) == 3 and "val_elbo" in history
     assert json.loads((run_folder / "config.json").read_text())["binarize"] == "dynamic"
     assert any((run_folder / "logs").rglob("*tfevents*"))
+
+
+def test_train_refuses_to_overwrite_a_finished_run(run_folder, capsys):
+    before = (run_folder / "model.keras").read_bytes()
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(run_folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "finished run" in err and "--force" in err
+    assert (run_folder / "model.keras").read_bytes() == before
+
+
+def test_train_force_trains_over_a_finished_run(run_folder, tmp_path):
+    out = shutil.copytree(run_folder, tmp_path / "run")
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "4", "--out", str(out), "--force"]) == 0
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == 1
 
 
 def test_evaluate_prints_one_json_object(run_folder):
