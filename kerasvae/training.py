@@ -263,7 +263,8 @@ def train_run(
         force: bool. Train over a finished run in `out` (model.keras and no crash backup) instead of refusing.
     """
     out = Path(out)
-    if (out / "model.keras").is_file() and not (out / "backup").exists() and not force:
+    finished = (out / "model.keras").is_file() and not (out / "backup").exists()
+    if finished and not force:
         raise ValueError(f"{out} holds a finished run; pass --force to train over it, or choose another --out.")
     tuned = presets.training_defaults(model)
     epochs = tuned["epochs"] if epochs is None else epochs
@@ -278,6 +279,8 @@ def train_run(
     # First: the multi-worker strategy sets up TensorFlow's runtime for the cluster before any op runs.
     strat = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
     chief = distribute.is_chief(strat)
+    if finished and chief:  # forced: the old model must not outlive a new run killed before its first backup
+        (out / "model.keras").unlink()
     keras.utils.set_random_seed(seed)
     x_train, _ = data.load_arrays(dataset, "train")
     x_test, y_test = data.load_arrays(dataset, "test")

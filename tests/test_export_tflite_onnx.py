@@ -121,6 +121,9 @@ OTHER_FAMILIES = {
 }
 
 
+CODE_VALUES = {"vqvae": 16, "gumbel_vae": 5, "binary_vae": 2}  # how many values one code takes
+
+
 @pytest.mark.parametrize("name", sorted(OTHER_FAMILIES))
 def test_every_family_exports_a_tflite_decoder_and_encoder_that_match_keras(name, digits, tmp_path):
     """The other families convert to builtin-only TFLite (recurrences unrolled for the converter, codes decoded
@@ -145,6 +148,8 @@ def test_every_family_exports_a_tflite_decoder_and_encoder_that_match_keras(name
     assert report["decoder"]["int8"]["psnr_db"] >= 20, report  # int8 everywhere, calibrated; float32 is the bar
     if codes is not None:
         assert set(report["codes_decoder"]) == {"float32", "int8"} and report["codes_decoder"]["float32"]["psnr_db"] >= 60
+        sidecar = json.loads((tmp_path / "tflite" / "model.json").read_text())
+        assert sidecar["codes_decoder"]["inputs"]["codes"]["range"] == [0, CODE_VALUES[name] - 1]
     runner = Interpreter(model_path=str(tmp_path / "tflite" / "decoder_float32_b8.tflite")).get_signature_runner("decode")
     inputs = {"z": z[:8]} if labels is None else {"z": z[:8], "label": labels[:8]}
     expected = model.likelihood.mean(model.likelihood_params(z[:8], labels=inputs.get("label"))).numpy()
@@ -167,10 +172,13 @@ def check_on_device_runtimes(tflite_dir, inputs):
                 path = tflite_dir / entry["file"]
                 reference = Interpreter(model_path=str(path)).get_signature_runner(signature)(**feed)
                 files.append((path, signature, feed, mode, entry["runs_in"]["tfjs-tflite"], reference))
-    checks = [("CompiledModel", f, outputs) for f, outputs in zip(files, compiled_model_run.run_files([f[:3] for f in files]))]
+    compiled = compiled_model_run.run_files([f[:3] for f in files])
+    assert len(compiled) == len(files)
+    checks = [("CompiledModel", f, outputs) for f, outputs in zip(files, compiled)]
     browser_harness.require()
     jobs = [(runtime, f) for f in files for runtime in ["litertjs"] + (["tfjs-tflite"] if f[4] else [])]
     results = browser_harness.run([{"runtime": r, "file": str(f[0]), "signature": f[1], "inputs": f[2]} for r, f in jobs])
+    assert len(results) == len(jobs)
     checks += [(r, f, result["outputs"] if result["ok"] else result["error"]) for (r, f), result in zip(jobs, results)]
     for runtime, (path, _, _, mode, _, reference), outputs in checks:
         assert not isinstance(outputs, str), (runtime, path.name, outputs)

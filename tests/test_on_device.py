@@ -134,7 +134,9 @@ def test_every_file_is_right_on_its_first_call_in_litertjs_tfjs_tflite_and_onnxr
         inputs = file_inputs(sidecar, "decode", batch, seed=1)
         jobs.append({"runtime": "onnxruntime-web", "file": str(onnx_dir / "decoder.onnx"), "inputs": inputs})
         checks.append(("onnxruntime-web", "decoder", "float32", {"file": "decoder.onnx"}, expected_outputs(signatures, "decode", inputs)))
-    for result, (runtime, kind, mode, entry, expected) in zip(browser_harness.run(jobs), checks):
+    results = browser_harness.run(jobs)
+    assert len(results) == len(jobs)
+    for result, (runtime, kind, mode, entry, expected) in zip(results, checks):
         where = f"{runtime} {entry['file']}"
         if runtime == "tfjs-tflite" and not entry["runs_in"]["tfjs-tflite"]:
             assert not result["ok"], f"{where} loads although model.json says tfjs-tflite cannot run it"
@@ -151,7 +153,9 @@ def test_every_file_runs_in_litert_compiled_model_at_its_batch_size(export):
         inputs = file_inputs(sidecar, signature, batch, seed=2)
         jobs.append((tflite_dir / entry["file"], signature, inputs))
         checks.append((kind, mode, entry, expected_outputs(signatures, signature, inputs)))
-    for outputs, (kind, mode, entry, expected) in zip(compiled_model_run.run_files(jobs), checks):
+    results = compiled_model_run.run_files(jobs)
+    assert len(results) == len(jobs)
+    for outputs, (kind, mode, entry, expected) in zip(results, checks):
         assert not isinstance(outputs, str), (entry["file"], outputs)
         check_outputs(kind, mode, outputs, expected, f"CompiledModel {entry['file']}")
 
@@ -185,4 +189,13 @@ def test_bad_export_arguments_exit_2_with_one_line(arguments, message, tmp_path,
     assert main(["export", str(tmp_path / "no-run"), "--to", str(tmp_path / "saved" / "m"), *arguments]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "saved").exists()
+
+
+def test_a_missing_web_runtime_is_one_line_before_anything_is_written(export, tmp_path, capsys):
+    run = export[0].parent.parent.parent / "run"
+    to = tmp_path / "saved" / "m"
+    assert main(["export", str(run), "--to", str(to), "--tflite", "int8", "--web", "--web-runtime", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "@litertjs/core" in err
     assert not (tmp_path / "saved").exists()

@@ -76,16 +76,16 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False, tflite
 
         check_demo_model(model)
         web_runtime = resolve_runtime(web_runtime)
+    x_train = labels = None
+    if tflite:  # read before anything is written: int8 calibration and the demo's latent ranking need it
+        x_train, y_train = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
+        labels = None if model.num_classes is None else np.asarray(y_train, np.int32)
+    description = describe_model(model, x_train, labels, Path(to).name, author, license)
     history_path = Path(run) / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     metadata = {"training_config": config, "final_metrics": {k: v[-1] for k, v in history.items() if v}}
     target = export_savedmodel(model, to, version=version, force=force, metadata=metadata)
     result = {"savedmodel": str(target), "tflite": None, "onnx": None, "web": None}
-    x_train = labels = None
-    if tflite or onnx:
-        x_train, y_train = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
-        labels = None if model.num_classes is None else np.asarray(y_train, np.int32)
-    description = None if x_train is None else describe_model(model, x_train, labels, Path(to).name, author, license)
     if tflite:
         modes = ["float32"] + [m for m in TFLITE_MODES if m in tflite and m != "float32"]
         z = calibration_latents(model, x_train, labels=labels)

@@ -49,8 +49,10 @@ def describe_model(model, x=None, labels=None, name=None, author="", license="")
     }
     if hasattr(model, "codes_to_latents"):
         description["num_latents"] = int(model.num_latents)
-        description["num_embeddings"] = int(getattr(model, "num_embeddings", None) or getattr(model, "num_categories", 0) or 0)
+        quantizer = getattr(model, "quantizer", None)  # VQ-VAE: the codebook; discrete VAEs: one-hot categories
+        description["num_embeddings"] = int(getattr(quantizer, "num_embeddings", None) or getattr(model, "num_categories", None) or 2)
     if x is not None and not hasattr(model, "codes_to_latents"):
+        labels = None if labels is None else np.asarray(labels[:DEMO_EXAMPLES])
         loc = np.asarray(model.posterior_params(np.asarray(x[:DEMO_EXAMPLES]), labels=labels)["loc"], np.float64)
         spread = loc.var(axis=0)
         description["demo"] = {
@@ -83,10 +85,6 @@ def runtime_support(min_runtime_version):
         **({} if tfjs else {"tfjs-tflite_reason": f"needs TFLite runtime {min_runtime_version}; "
                             f"@tensorflow/tfjs-tflite 0.0.1-alpha.10 runs {TFJS_TFLITE_RUNTIME}"}),
     }
-
-
-def _version(text):
-    return tuple(int(part) for part in str(text).split(".")[:3] if part.isdigit())
 
 
 def _version(text):
@@ -128,7 +126,10 @@ def tensor_descriptions(description, function, aliases=None):
     else:
         outputs = {"mean": {"description": "mean of p(x|z): the generated data", **data}}
         for name in sorted(set(names) - {"mean"}):
-            outputs[name] = {"description": PARAMETER_TEXT.get(name, f"{name} of p(x|z)"), "layout": data["layout"], "range": None}
+            # a categorical's logits carry one more axis, the K categories, after the data's
+            extra = len(function.structured_outputs[name].shape) - 1 - rank
+            layout = data["layout"] + ("K" if extra == 1 else "")
+            outputs[name] = {"description": PARAMETER_TEXT.get(name, f"{name} of p(x|z)"), "layout": layout, "range": None}
     return {"inputs": inputs, "outputs": outputs}
 
 

@@ -135,6 +135,9 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None, rename
         spec = tf.saved_model.load(str(saved_model_dir)).signatures[signature].structured_input_signature[1]
         batch = next(iter(spec.values())).shape[0] or 1
         count = len(next(iter(calibration.values())))
+        if count < batch:  # a batch larger than the calibration set: its rows repeated fill one batch
+            calibration = {name: np.resize(value, (batch, *value.shape[1:])) for name, value in calibration.items()}
+            count = batch
         converter.representative_dataset = lambda: (
             {name: value[i : i + batch] for name, value in calibration.items()} for i in range(0, count - batch + 1, batch)
         )
@@ -205,6 +208,8 @@ def export_tflite(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     batch_sizes = parse_batch_sizes(batch_sizes)
+    for stale in [p for kind in KIND_SIGNATURES for p in out_dir.glob(f"{kind}_*.tflite")]:
+        stale.unlink()  # an earlier export's modes or batch sizes: model.json lists exactly what is there
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise ValueError(f"Unknown TFLite mode(s) {unknown}; expected some of {list(MODES)}.")
@@ -276,12 +281,18 @@ def _write_mode(static_dir, out_dir, kind, mode, batch_sizes, clip, inputs, cali
             # Measured, not assumed: int8 activations lose too much here; 16x8 keeps the int8 weights.
             low = f"int8 activations gave {fidelity['psnr_db']:.1f} dB < {MIN_QUANTIZED_PSNR_DB:.0f} dB"
             try:
-                content, got, fidelity = write(path, source, batch, True)
-                int16 = True
-                entry["activations_reason"] = f"{low}: int16 activations (TFLite's 16x8 scheme), same int8 weights"
+                wide = write(path, source, batch, True)
             except RuntimeError as error:  # an op without 16x8 kernels (e.g. ONE_HOT): keep int8
                 entry["activations_reason"] = f"{low}; 16x8 unavailable: {str(error).strip().splitlines()[0]}"
                 content, got, fidelity = write(path, source, batch, False)
+            else:
+                if wide[2]["psnr_db"] > fidelity["psnr_db"]:
+                    content, got, fidelity = wide
+                    int16 = True
+                    entry["activations_reason"] = f"{low}: int16 activations (TFLite's 16x8 scheme), same int8 weights"
+                else:
+                    entry["activations_reason"] = f"{low}; 16x8 was no better ({wide[2]['psnr_db']:.1f} dB)"
+                    content, got, fidelity = write(path, source, batch, False)
         files[str(batch)] = _file_entry(path, content, signature, fidelity)
         entry["files"][str(batch)] = path.name
         _merge_worst(entry, fidelity)
@@ -373,7 +384,7 @@ def _withdraw_slow_dynamic(out_dir, report, files):
             )
             for name in entries["dynamic"]["files"].values():
                 (Path(out_dir) / name).unlink(missing_ok=True)
-            entries["dynamic"]["files"] = {}
+            entries["dynamic"].update(files={}, file=None)
             files[kind].pop("dynamic")
 
 
