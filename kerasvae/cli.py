@@ -129,12 +129,28 @@ def _info(args):
     }, indent=2))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's conventions: every option's --help shows its default, and a usage error
+    is one line naming the (sub)command, exit status 2, no usage block."""
+
+    def add_argument(self, *args, **kwargs):
+        default, text = kwargs.get("default"), kwargs.get("help") or ""
+        if not any(default is v for v in (None, False, argparse.SUPPRESS)) and "default" not in text:
+            kwargs["help"] = f"{text} (default: %(default)s)".strip()
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser():
     from kerasvae import presets
     from kerasvae.distribute import PRECISIONS, STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="kerasvae", description="The autoencoder family for Keras 3 + TFP.")
+    parser = Parser(prog="kerasvae", description="The autoencoder family for Keras 3 + TFP.")
     commands = parser.add_subparsers(dest="command", required=True)
+    parser.commands = commands  # main() names the subcommand in errors about its arguments
 
     train = commands.add_parser("train", help="train a model by fit and write a run folder")
     image_models = sorted({k.replace("_", "-") for k in presets.PRESETS} - {"conditional-vae", "sequence-vae", "sequence-ae"})
@@ -231,7 +247,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # say it as the subcommand that was given them, with its usage in its own --help
+        parser.commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     for name in ("epochs", "num_samples", "num", "batch_size", "latent_dim", "limit", "version"):
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -2,6 +2,7 @@
 with exit status 2."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -75,15 +76,28 @@ def test_demo_runs_end_to_end(tmp_path):
         (["train", "--model", "transformer", "--out", "x"], "invalid choice"),
         (["train", "--weight-averaging", "1.5", "--out", "x"], "weight_averaging must be a momentum in (0, 1)"),
         (["train", "--early-stopping", "-2", "--out", "x"], "early_stopping must be a patience of at least 1 epoch"),
+        (["train", "--out", "x", "--bogus"], "kerasvae train: error: unrecognized arguments: --bogus"),
+        (["export", "run", "--to"], "kerasvae export: error: argument --to: expected one argument"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(args, message, tmp_path):
     result = run(*args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
-    if "--model" not in args:  # argparse prints its usage too; ours is one line (TF's own start-up log aside)
-        ours = [line for line in result.stderr.splitlines() if line.startswith("kerasvae ")]
-        assert len(ours) == 1 and message in ours[0]
+    # one line, argparse's errors included (no usage block), naming the subcommand; TF's start-up log aside
+    ours = [line for line in result.stderr.splitlines() if line.startswith("kerasvae ") or line.startswith("usage:")]
+    assert len(ours) == 1 and message in ours[0]
+
+
+def test_help_shows_every_default():
+    from kerasvae.cli import build_parser
+
+    options = build_parser().commands.choices["train"].format_help().split("options:")[1]
+    entries = {entry.split()[0]: " ".join(entry.split()) for entry in re.split(r"\n  (?=-)", options) if entry.strip()}
+    for option, default in (("--model", "vae"), ("--dataset", "digits"), ("--seed", "0"), ("--precision", "float32")):
+        assert f"(default: {default})" in entries[option], entries[option]
+    export = " ".join(build_parser().commands.choices["export"].format_help().split())
+    assert "(default: 1)" in export  # --tflite-batch
 
 
 def test_info_reports_versions_and_devices():
