@@ -12,6 +12,7 @@ Images come back as float32 in [0, 1] with a channel axis ([n, H, W, 1]); 8-bit 
 by 255. A split may be sliced as in TFDS: "train[:55000]", "train[90%:]".
 """
 
+import difflib
 import gzip
 import os
 import re
@@ -205,9 +206,14 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
+DATASET_NAMES = ("digits", "fashion_mnist", "mnist")
+
+
 def _from_path(path, split):
     if not path.exists():
-        raise ValueError(f"No dataset named {str(path)!r} and no such file or folder; names: digits, fashion_mnist, mnist.")
+        close = difflib.get_close_matches(str(path), DATASET_NAMES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"No dataset named {str(path)!r} and no such file or folder; {hint}names: {', '.join(DATASET_NAMES)}.")
     if path.is_dir():
         if _idx_file(path, IDX_FILES[split][0]) is None:
             raise ValueError(f"{path} holds no IDX file {IDX_FILES[split][0]}[.gz] for split {split!r}.")

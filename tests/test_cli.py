@@ -72,6 +72,7 @@ def test_demo_runs_end_to_end(tmp_path):
     [
         (["evaluate", "no/such/run"], "not a kerasvae run folder"),
         (["train", "--dataset", "no-such.npy", "--out", "x"], "no-such.npy"),
+        (["train", "--dataset", "fashion_mnst", "--out", "x"], "did you mean 'fashion_mnist'?"),
         (["train", "--epochs", "0", "--out", "x"], "--epochs must be >= 1"),
         (["train", "--model", "transformer", "--out", "x"], "invalid choice"),
         (["train", "--weight-averaging", "1.5", "--out", "x"], "weight_averaging must be a momentum in (0, 1)"),
