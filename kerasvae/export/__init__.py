@@ -89,7 +89,7 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False, tflite
     if tflite:
         modes = ["float32"] + [m for m in TFLITE_MODES if m in tflite and m != "float32"]
         z = calibration_latents(model, x_train, labels=labels)
-        codes = np.asarray(model.codes(x_train), np.int32) if hasattr(model, "codes_to_latents") and hasattr(model, "codes") else None
+        codes = np.asarray(model.codes(x_train), np.int32) if hasattr(model, "codes_to_latents") else None
         result["tflite"] = export_model_tflite(
             model, Path(to) / "tflite", modes, saved_model_dir=target, calibration_z=z, calibration_labels=labels,
             batch_sizes=tflite_batch, calibration_codes=codes, description=description,

@@ -94,13 +94,10 @@ def export_onnx(saved_model_dir, out_dir, opset=17, seed=0, description=None):
         atomic_write(path, lambda tmp, w=write_checked: outputs.update(w(tmp)))
         for name, value in tensors["outputs"].items():
             value["shape"] = ["batch", *outputs[name]]
-        sidecar[KINDS[signature]] = {"file": filename, "signature": signature, **tensors}
+        sidecar[Path(filename).stem] = {"file": filename, "signature": signature, **tensors}
         paths.append(path)
     atomic_write(out_dir / "model.json", lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n"))
     return paths
-
-
-KINDS = {"decode": "decoder", "encode": "encoder"}
 
 
 def check(path, signature_fn, seed=0):

@@ -104,7 +104,8 @@ def _clipped(outputs):
     return {**outputs, "logits": logits, "mean": tf.sigmoid(logits)}
 
 
-def convert(saved_model_dir, signature, mode="float32", calibration=None, rename=None, int16_activations=False):
+def convert(saved_model_dir, signature, mode="float32", calibration=None, rename=None, int16_activations=False,
+            batch_size=None):
     """One signature of a SavedModel as TFLite flatbuffer bytes.
 
     Args:
@@ -117,6 +118,8 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None, rename
         rename: str or None. The signature key in the file (e.g. "decode" for "decode_b16").
         int16_activations: bool. For "int8": int16 activations with the int8 weights (TFLite's 16x8 scheme),
             the fallback when full int8 is not faithful enough.
+        batch_size: int or None. The signature's static batch, which int8 calibration feeds; None reads it
+            from the SavedModel (1 for a dynamic batch).
     """
     if mode not in MODES:
         raise ValueError(f"Unknown TFLite mode {mode!r}; expected one of {list(MODES)}.")
@@ -132,8 +135,10 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None, rename
             name: np.asarray(value, np.int32 if np.issubdtype(np.asarray(value).dtype, np.integer) else np.float32)
             for name, value in calibration.items()
         }
-        spec = tf.saved_model.load(str(saved_model_dir)).signatures[signature].structured_input_signature[1]
-        batch = next(iter(spec.values())).shape[0] or 1
+        batch = batch_size
+        if batch is None:
+            spec = tf.saved_model.load(str(saved_model_dir)).signatures[signature].structured_input_signature[1]
+            batch = next(iter(spec.values())).shape[0] or 1
         count = len(next(iter(calibration.values())))
         if count < batch:  # a batch larger than the calibration set: its rows repeated fill one batch
             calibration = {name: np.resize(value, (batch, *value.shape[1:])) for name, value in calibration.items()}
@@ -151,9 +156,9 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None, rename
     return tflite_metadata.rename_signature(content, rename) if rename else content
 
 
-def convert_for_device(saved_model_dir, signature, mode, calibration, rename, int16_activations=False):
+def convert_for_device(saved_model_dir, signature, mode, calibration, rename, int16_activations=False, batch_size=None):
     """convert() with one name per output tensor: (bytes, {dropped output: the output it equals})."""
-    content = convert(saved_model_dir, signature, mode, calibration, rename, int16_activations)
+    content = convert(saved_model_dir, signature, mode, calibration, rename, int16_activations, batch_size)
     return tflite_metadata.drop_aliased_outputs(content)
 
 
@@ -264,7 +269,7 @@ def _write_mode(static_dir, out_dir, kind, mode, batch_sizes, clip, inputs, cali
     int16 = False
 
     def write(path, source, batch, int16):
-        content, aliases = convert_for_device(static_dir, source, mode, calibration, signature, int16)
+        content, aliases = convert_for_device(static_dir, source, mode, calibration, signature, int16, batch)
         needs = tflite_metadata.model_info(content)["min_runtime_version"]
         content = tflite_metadata.add_metadata(content, file_metadata(description, kind, mode, batch, function, aliases, needs))
         if aliases:
