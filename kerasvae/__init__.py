@@ -5,56 +5,30 @@ distributions; they train with plain `compile` + `fit`.
 
 >>> import kerasvae as kv
 >>> model = kv.presets.mlp_vae(input_shape=(28, 28, 1), latent_dim=32)
+
+Submodules and classes load on first use (`lazy_loader`), so `import kerasvae` and the `kerasvae` command
+answer before TensorFlow loads; `kerasvae.registration` keeps `keras.saving.load_model` working.
 """
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info and warning lines, once it has started
 
-from kerasvae import apps  # noqa: E402
-from kerasvae import corruptions  # noqa: E402
-from kerasvae import data  # noqa: E402
-from kerasvae import distribute  # noqa: E402
-from kerasvae import evaluation  # noqa: E402
-from kerasvae import likelihoods  # noqa: E402
-from kerasvae import networks  # noqa: E402
-from kerasvae import objectives  # noqa: E402
-from kerasvae import optimizers  # noqa: E402
-from kerasvae import posteriors  # noqa: E402
-from kerasvae import presets  # noqa: E402
-from kerasvae import pretraining  # noqa: E402
-from kerasvae import priors  # noqa: E402
-from kerasvae import quantizers  # noqa: E402
-from kerasvae import saving  # noqa: E402
-from kerasvae import serving  # noqa: E402
-from kerasvae import sparsity  # noqa: E402
-from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE, LatentVariableModel  # noqa: E402
+import lazy_loader
+
+from kerasvae import registration
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Autoencoder",
-    "ConditionalVAE",
-    "DiscreteVAE",
-    "LatentVariableModel",
-    "VAE",
-    "VQVAE",
-    "apps",
-    "corruptions",
-    "data",
-    "distribute",
-    "evaluation",
-    "likelihoods",
-    "networks",
-    "objectives",
-    "optimizers",
-    "posteriors",
-    "presets",
-    "pretraining",
-    "priors",
-    "quantizers",
-    "saving",
-    "serving",
-    "sparsity",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=[
+        "apps", "callbacks", "corruptions", "data", "distribute", "evaluation", "export", "likelihoods", "networks",
+        "objectives", "optimizers", "posteriors", "presets", "pretraining", "priors", "progress", "quantizers", "saving",
+        "serving", "sparsity",
+    ],
+    submod_attrs={"models": ["Autoencoder", "ConditionalVAE", "DiscreteVAE", "LatentVariableModel", "VAE", "VQVAE"]},
+)
+
+registration.register_when_keras_loads()

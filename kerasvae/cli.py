@@ -2,10 +2,15 @@
 
 import argparse
 import contextlib
+import difflib
 import json
+import re
 import sys
 import time
 from pathlib import Path
+
+import kerasvae
+from kerasvae import logs, progress, runs
 
 DEMO_EPOCHS = {"fashion_mnist": 3, "digits": 60}
 
@@ -39,6 +44,9 @@ def _train(args):
               f"again to resume from {args.out}/backup", file=sys.stderr)
         sys.exit(1)
     print(json.dumps({key: values[-1] for key, values in history.items()}))
+    files = ", ".join(sorted(path.name for path in Path(args.out).iterdir() if path.is_file()))
+    print(f"kerasvae train: wrote {args.out} ({files}); TensorBoard: tensorboard --logdir {Path(args.out) / 'logs'}; "
+          f"next: kerasvae evaluate {args.out}", file=sys.stderr)
 
 
 def _evaluate(args):
@@ -58,7 +66,7 @@ def _demo(args):
     out = Path(args.out)
     start = time.time()
     print(f"kerasvae demo: training the classic VAE on {dataset} (dynamic binarization) into {out}/")
-    model, history = training.train_run(
+    model, _ = training.train_run(
         out, model="mlp_vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
         latent_dim=32 if dataset == "fashion_mnist" else 8, verbose=2, force=True,  # the demo's own folder
     )
@@ -140,20 +148,26 @@ class Parser(argparse.ArgumentParser):
         return super().add_argument(*args, **kwargs)
 
     def error(self, message):
+        choice = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            options = re.findall(r"'([^']*)'", choice.group(3))
+            close = difflib.get_close_matches(choice.group(2), options, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"argument {choice.group(1)}: invalid choice {choice.group(2)!r}{hint} (choose from {', '.join(options)})"
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
 def build_parser():
-    from kerasvae import presets
-    from kerasvae.distribute import PRECISIONS, STRATEGIES
+    from kerasvae.choices import IMAGE_PRESET_NAMES, PRECISIONS, STRATEGIES
 
     parser = Parser(prog="kerasvae", description="The autoencoder family for Keras 3 + TFP.")
+    parser.add_argument("--version", action="version", version=f"kerasvae {kerasvae.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     parser.commands = commands  # main() names the subcommand in errors about its arguments
 
     train = commands.add_parser("train", help="train a model by fit and write a run folder")
-    image_models = sorted({k.replace("_", "-") for k in presets.PRESETS} - {"conditional-vae", "sequence-vae", "sequence-ae"})
+    image_models = sorted(name.replace("_", "-") for name in IMAGE_PRESET_NAMES)
     train.add_argument("--model", default="vae", choices=image_models, help="an unconditional image preset")
     train.add_argument("--dataset", default="digits", help="digits, fashion_mnist, mnist, or a data path")
     train.add_argument("--binarize", choices=["static", "dynamic"], default=None)
@@ -243,6 +257,10 @@ def build_parser():
     from kerasvae.apps import cli as apps_cli
 
     apps_cli.add_commands(commands)
+    for command in commands.choices.values():
+        output = command.add_mutually_exclusive_group()
+        output.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+        output.add_argument("--verbose", action="store_true", help="TensorFlow's own start-up and deprecation logs too")
     return parser
 
 
@@ -256,7 +274,11 @@ def main(argv=None):
         if value is not None and value < 1:
             print(f"kerasvae {args.command}: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
             return 2
+    progress.enable(not args.quiet)
     try:
+        if getattr(args, "run", None) is not None:
+            runs.check_run_folder(args.run)
+        logs.start_tensorflow(verbose=args.verbose)
         args.handler(args)
     except ValueError as error:
         print(f"kerasvae {args.command}: {error}", file=sys.stderr)

@@ -45,8 +45,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from kerasvae.choices import PRECISIONS, STRATEGIES
 
 TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''

@@ -12,6 +12,7 @@ before it imports TensorFlow.
 """
 
 import contextlib
+import math
 import sys
 import time
 
@@ -104,7 +105,7 @@ def step(description):
 
 
 def _duration(seconds):
-    if seconds != seconds:  # NaN: no estimate yet
+    if math.isnan(seconds):  # no estimate yet
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"

@@ -16,62 +16,22 @@ pixel dictionaries, zlib):
 Figures live in `kerasvae.apps.figures`; the `kerasvae` command's app subcommands in `kerasvae.apps.cli`.
 """
 
-from kerasvae.apps.anomaly import AnomalyDetector, detection_metrics
-from kerasvae.apps.baselines import PCABaseline
-from kerasvae.apps.compression import compress, decompress, evaluate_compression
-from kerasvae.apps.denoising import add_noise, denoise, evaluate_denoising
-from kerasvae.apps.features import (
-    features,
-    labelled_subset,
-    linear_probe,
-    probe_report,
-    semi_supervised,
-)
-from kerasvae.apps.imputation import (
-    block_mask,
-    evaluate_imputation,
-    impute,
-    mean_imputation,
-    random_mask,
-)
-from kerasvae.apps.metrics import mse, psnr
-from kerasvae.apps.navigation import (
-    informative_dimensions,
-    interpolate,
-    interpolate_latents,
-    traverse,
-)
-from kerasvae.apps.sparse_coding import SparseLatentCoder, sparsity_curve
-from kerasvae.apps.visualization import embed, manifold
+import lazy_loader
 
-__all__ = [
-    "AnomalyDetector",
-    "PCABaseline",
-    "SparseLatentCoder",
-    "add_noise",
-    "block_mask",
-    "compress",
-    "decompress",
-    "denoise",
-    "detection_metrics",
-    "embed",
-    "evaluate_compression",
-    "evaluate_denoising",
-    "evaluate_imputation",
-    "features",
-    "impute",
-    "informative_dimensions",
-    "interpolate",
-    "interpolate_latents",
-    "labelled_subset",
-    "linear_probe",
-    "manifold",
-    "mean_imputation",
-    "mse",
-    "probe_report",
-    "psnr",
-    "random_mask",
-    "semi_supervised",
-    "sparsity_curve",
-    "traverse",
-]
+# Loaded on first use: `kerasvae.apps.cli` builds its parsers before TensorFlow loads.
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=["cli", "figures"],
+    submod_attrs={
+        "anomaly": ["AnomalyDetector", "detection_metrics"],
+        "baselines": ["PCABaseline"],
+        "compression": ["compress", "decompress", "evaluate_compression"],
+        "denoising": ["add_noise", "denoise", "evaluate_denoising"],
+        "features": ["features", "labelled_subset", "linear_probe", "probe_report", "semi_supervised"],
+        "imputation": ["block_mask", "evaluate_imputation", "impute", "mean_imputation", "random_mask"],
+        "metrics": ["mse", "psnr"],
+        "navigation": ["informative_dimensions", "interpolate", "interpolate_latents", "traverse"],
+        "sparse_coding": ["SparseLatentCoder", "sparsity_curve"],
+        "visualization": ["embed", "manifold"],
+    },
+)

@@ -11,9 +11,8 @@ import inspect
 import numpy as np
 
 from kerasvae import objectives
+from kerasvae.choices import ANOMALY_METHODS as METHODS
 from kerasvae.models import VQVAE
-
-METHODS = ("elbo", "nll", "reconstruction")
 
 
 class AnomalyDetector:

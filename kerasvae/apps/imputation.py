@@ -4,8 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae.apps import inference
-
-IMPUTATION_METHODS = ("map", "pseudo_gibbs")
+from kerasvae.choices import IMPUTATION_METHODS
 
 
 def random_mask(shape, fraction, seed=0):

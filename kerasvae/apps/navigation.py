@@ -5,8 +5,7 @@ import numpy as np
 
 from kerasvae import objectives
 from kerasvae.apps import inference
-
-INTERPOLATIONS = ("linear", "spherical")
+from kerasvae.choices import INTERPOLATIONS
 
 
 def interpolate_latents(z_a, z_b, steps=8, method="linear", center=None):

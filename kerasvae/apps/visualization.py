@@ -5,8 +5,7 @@ import numpy as np
 
 from kerasvae.apps import inference
 from kerasvae.apps.features import features
-
-EMBEDDINGS = ("pca", "tsne")
+from kerasvae.choices import EMBEDDINGS
 
 
 def embed(model, x, method="pca", dims=2, seed=0):

@@ -44,6 +44,26 @@ def _multi_worker(strategy):
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
 
+
+def batch_function(method):
+    """`method(x, *args, labels=None, **kwargs)` compiled once for any batch size.
+
+    `_map_batches` ends on a smaller batch; a trace per batch size and per model adds up, across the
+    models of one script, to TensorFlow's frequent-retracing warning. Tracing on an unknown batch
+    dimension first lets every batch reuse that one trace (a call dispatches to a trace whose input types
+    are a supertype of its own); `get_concrete_function` is a cache lookup after the first call.
+    """
+    compiled = tf.function(method, reduce_retracing=True)
+
+    def call(x, *args, labels=None, **kwargs):
+        if labels is not None:
+            kwargs["labels"] = labels
+        relaxed = {key: tf.TensorSpec([None], value.dtype) if key == "labels" else value for key, value in kwargs.items()}
+        compiled.get_concrete_function(tf.TensorSpec([None, *x.shape[1:]], x.dtype), *args, **relaxed)
+        return compiled(x, *args, **kwargs)
+
+    return call
+
 class LatentVariableModel(keras.Model):
     """Base class: encoder torso + posterior head, prior, decoder torso + likelihood head.
 
@@ -104,7 +124,7 @@ class LatentVariableModel(keras.Model):
         self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
         # Compiled per instance: a tf.function on the class would retrace for every model.
         self._compiled = {
-            name: tf.function(getattr(self, name), reduce_retracing=True)
+            name: batch_function(getattr(self, name))
             for name in ("_reconstruct_batch", "_reconstruction_log_prob", "_log_weights", "_elbo_batch")
         }
         self._build_now()

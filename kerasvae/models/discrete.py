@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae import likelihoods, objectives, posteriors, priors
-from kerasvae.models.base import LatentVariableModel
+from kerasvae.models.base import LatentVariableModel, batch_function
 from kerasvae.models.vae import VAE
 
 CODES = ("binary", "categorical")
@@ -131,7 +131,7 @@ class DiscreteVAE(VAE):
             metric_names=("loss", "reconstruction", "kl", "elbo"),
             **kwargs,
         )
-        self._compiled["_codes_batch"] = tf.function(self._codes_batch, reduce_retracing=True)
+        self._compiled["_codes_batch"] = batch_function(self._codes_batch)
 
     # === The data flow ===
 

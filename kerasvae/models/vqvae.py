@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae import likelihoods, quantizers
-from kerasvae.models.base import LatentVariableModel, all_replicas
+from kerasvae.models.base import LatentVariableModel, all_replicas, batch_function
 
 
 @keras.saving.register_keras_serializable(package="kerasvae")
@@ -124,8 +124,9 @@ class VQVAE(LatentVariableModel):
             metric_names=("loss", "reconstruction", "vq_loss", "perplexity"),
             **kwargs,
         )
-        for name in ("_codes_batch", "_latents_batch", "_sample_codes"):
-            self._compiled[name] = tf.function(getattr(self, name), reduce_retracing=True)
+        self._compiled["_codes_batch"] = batch_function(self._codes_batch)
+        self._compiled["_latents_batch"] = batch_function(self._latents_batch)
+        self._compiled["_sample_codes"] = tf.function(self._sample_codes, reduce_retracing=True)
 
     @property
     def quantizer(self):

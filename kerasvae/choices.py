@@ -1,0 +1,22 @@
+"""The named options of the library, in one module that imports nothing heavy.
+
+`kerasvae --help` and argument errors answer before TensorFlow loads (issue 21), so the names the command
+line offers live here and the library modules take them from here: one list, two readers.
+"""
+
+PRESET_NAMES = (
+    "mlp_vae", "vae", "vae_best", "conv_vae", "mlp_ae", "ae", "stacked_ae", "sparse_ae", "denoising_ae", "vqvae",
+    "binary_vae", "gumbel_vae", "conditional_vae", "sequence_vae", "sequence_ae",
+)
+# Presets `kerasvae train` builds: unconditional models of images (a conditional or sequence model needs
+# labels or series the image datasets do not give it).
+IMAGE_PRESET_NAMES = tuple(n for n in PRESET_NAMES if n not in ("conditional_vae", "sequence_vae", "sequence_ae"))
+
+DATASET_NAMES = ("digits", "fashion_mnist", "mnist")
+STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+ANOMALY_METHODS = ("elbo", "nll", "reconstruction")
+IMPUTATION_METHODS = ("map", "pseudo_gibbs")
+INTERPOLATIONS = ("linear", "spherical")
+EMBEDDINGS = ("pca", "tsne")
