@@ -27,19 +27,28 @@ def register_classes():
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: it asks the other finders for `keras` and runs `register_classes` once the
-    module they load has executed."""
+    """Finds nothing itself: it asks the other finders for `keras` and, when the module they found is
+    executed, runs `register_classes` after it. It stays in place until then, because TensorFlow looks
+    `keras` up (find_spec) many times before it imports it."""
+
+    def __init__(self):
+        self._finding = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
+        if fullname != "keras" or self._finding:
             return None
-        sys.meta_path.remove(self)  # one shot, and the finders below answer the lookup
-        spec = importlib.util.find_spec(fullname)
+        self._finding = True  # the lookup below asks every finder again, this one included
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         load = spec.loader.exec_module  # this spec's own loader instance: patching it touches no other module
 
         def exec_module(module):
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             load(module)
             try:
                 register_classes()
