@@ -17,5 +17,5 @@ model.compile(optimizer=keras.optimizers.Adam(1e-3))
 model.fit(kv.data.binarize_static(x_train, 0), y_train, epochs=args.epochs, batch_size=128, verbose=0)
 labels = np.repeat(np.arange(10), 8)
 plots.image_grid(model.sample(80, labels=labels, seed=(0, 1)), f"{args.out}/conditional_samples.png",
-                    title="one row per label")
+                 title=f"conditional_vae preset ({model.latent_dim}-d latent): one row of samples per label")
 print(f"samples by label in {args.out}/conditional_samples.png")

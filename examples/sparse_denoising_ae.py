@@ -24,4 +24,4 @@ noisy = np.clip(x_test + 0.3 * np.random.default_rng(0).standard_normal(x_test.s
 psnr = lambda a: 10 * np.log10(1 / np.mean((a - x_test) ** 2))
 print(f"denoising AE: PSNR noisy {psnr(noisy):.1f} dB -> denoised {psnr(denoising.reconstruct(noisy)):.1f} dB")
 plots.image_grid(np.concatenate([noisy[:8], denoising.reconstruct(noisy[:8])]), f"{args.out}/denoised.png",
-                    title="noisy / denoised")
+                 title="denoising_ae preset: noisy inputs (top row), denoised (bottom row)")

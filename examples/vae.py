@@ -19,5 +19,6 @@ for name, options in {"vae": {}, "beta_vae": {"beta": 4.0}, "iwae": {"num_sample
     model.fit(binary_train, epochs=args.epochs, batch_size=128, validation_data=(binary_test,), verbose=0)
     elbo = float(model.elbo(binary_test).mean())
     nll = float(-model.log_likelihood(binary_test[:500], num_samples=200).mean())
-    plots.save_samples(model, f"{args.out}/{name}_samples.png")
+    plots.save_samples(model, f"{args.out}/{name}_samples.png",
+                       title=f"{name} (mlp_vae preset, {latent_dim}-d latent): samples from the prior")
     print(f"{name:9s} test ELBO {elbo:8.2f}  IWAE NLL (k=200, 500 images) {nll:8.2f} nats")

@@ -25,4 +25,4 @@ assert np.allclose(model.decode_codes(codes).mean(), model.reconstruct(x_test), 
 psnr = 10 * np.log10(1 / np.mean((model.reconstruct(x_test) - x_test) ** 2))
 perplexity = float(model.quantizer.perplexity(codes))
 print(f"{codes.shape[1]} codes per image, test PSNR {psnr:.1f} dB, test perplexity {perplexity:.1f}, log p(c) {log_prior:.1f} nats")
-plots.image_grid(model.sample(64, seed=(0, 1)), f"{args.out}/vqvae_samples.png", title="VQ-VAE samples (PixelCNN prior)")
+plots.image_grid(model.sample(64, seed=(0, 1)), f"{args.out}/vqvae_samples.png", title=f"vqvae preset ({model.quantizer.num_embeddings}-code VQ-VAE, PixelCNN prior): samples")

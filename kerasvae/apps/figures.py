@@ -5,36 +5,16 @@ import io
 
 import numpy as np
 
+from kerasvae import plots
 from kerasvae.plots import plt
 
-DPI = 80
+DPI = plots.DPI
 
 
-def image_table(images, path, row_labels=None, column_labels=None, title=None, cell=0.9):
-    """images [rows, columns, H, W(, C)] in [0, 1] as a grid, rows and columns labelled."""
-    images = np.asarray(images)
-    if images.ndim == 5 and images.shape[-1] == 1:
-        images = images[..., 0]
-    rows, columns = images.shape[:2]
-    left = 1.2 if row_labels is not None else 0.2
-    fig, axes = plt.subplots(
-        rows, columns, squeeze=False,
-        figsize=(left + columns * cell, rows * cell + (0.5 if title else 0.1) + (0.3 if column_labels is not None else 0)),
-    )
-    for r in range(rows):
-        for c in range(columns):
-            ax = axes[r, c]
-            ax.imshow(np.clip(images[r, c], 0, 1), cmap="gray" if images[r, c].ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
-            if r == 0 and column_labels is not None:
-                ax.set_title(column_labels[c], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+def image_table(images, path, row_labels=None, column_labels=None, title=None, cell=0.9, row_axis=None, column_axis=None):
+    """images [rows, columns, H, W(, C)] in [0, 1] as a grid, rows and columns labelled, and named by what
+    they vary along: row_axis (e.g. "latent dimension"), column_axis (e.g. "value (prior std)")."""
+    return _save(plots.table_figure(images, row_labels, column_labels, title, row_axis, column_axis, cell), path)
 
 
 def image_rows(rows, path, n=8, title=None):
@@ -64,7 +44,7 @@ def anomaly_figure(scores, is_anomaly, threshold, path, baselines=None, method="
     left.set_xlabel(f"anomaly score ({method}, nats)")
     left.set_ylabel("density")
     left.set_title("score histogram")
-    left.legend(fontsize=8)
+    left.legend(fontsize=9)
     if is_anomaly is not None:
         right = axes[0, 1]
         for name, values in {"model": scores, **(baselines or {})}.items():
@@ -74,28 +54,15 @@ def anomaly_figure(scores, is_anomaly, threshold, path, baselines=None, method="
         right.set_xlabel("false positive rate")
         right.set_ylabel("true positive rate")
         right.set_title("ROC")
-        right.legend(fontsize=8, loc="lower right")
+        right.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
 
 
-def latent_scatter(coordinates, labels, path, axis_name="principal component", title="posterior means"):
-    """A 2-D or 3-D scatter of coordinates [n, 2 or 3], coloured by integer labels (or one colour)."""
-    coordinates = np.asarray(coordinates)
-    three_d = coordinates.shape[1] == 3
-    fig = plt.figure(figsize=(6.5, 5.5))
-    ax = fig.add_subplot(projection="3d" if three_d else None)
-    colour = {"c": labels, "cmap": "tab10"} if labels is not None else {}
-    points = ax.scatter(*coordinates.T, s=5, **colour)
-    if labels is not None:
-        fig.colorbar(points, ax=ax, label="label", shrink=0.8, pad=0.12 if three_d else 0.05)
-    ax.set_xlabel(f"{axis_name} 1")
-    ax.set_ylabel(f"{axis_name} 2")
-    if three_d:
-        ax.set_zlabel(f"{axis_name} 3")
-    ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, path)
+def latent_scatter(coordinates, labels, path, axis_name="principal component", title="posterior means", class_names=None):
+    """A 2-D or 3-D scatter of coordinates [n, 2 or 3], coloured by integer labels with a legend of
+    `class_names` (kerasvae.plots.class_names(dataset)), or in one colour without labels."""
+    return _save(plots.scatter_figure(coordinates, labels, class_names, axis_name, title), path)
 
 
 def manifold_figure(images, z1, z2, path, title="decoded latent manifold"):
@@ -105,7 +72,7 @@ def manifold_figure(images, z1, z2, path, title="decoded latent manifold"):
         images = images[..., 0]
     n, _, height, width = images.shape
     canvas = images.transpose(0, 2, 1, 3).reshape(n * height, n * width)
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(np.clip(canvas, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ticks = np.arange(n)[:: max(1, n // 5)]
     ax.set_xticks(ticks * width + width / 2, [f"{z1[i]:.1f}" for i in ticks])
@@ -119,7 +86,7 @@ def manifold_figure(images, z1, z2, path, title="decoded latent manifold"):
 
 def curves(x, series, path, xlabel, ylabel, title, xscale="linear", errors=None):
     """Lines y(x) for each {name: y values}, with optional error bars {name: std}."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, y in series.items():
         ax.errorbar(x, y, yerr=None if errors is None else errors.get(name), marker="o", capsize=3, label=name)
     ax.set_xscale(xscale)
@@ -137,12 +104,12 @@ def curves(x, series, path, xlabel, ylabel, title, xscale="linear", errors=None)
 def rate_distortion_figure(reports, path):
     """PSNR against bits per image for the VAE and PCA transform coding, from `evaluate_compression`
     reports at several bin widths (each needs pca_* entries), with zlib's lossless rate in the title."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     dim = reports[0]["latent_dim"]
     ax.plot([r["bits_per_image"] for r in reports], [r["psnr"] for r in reports], marker="o", label=f"VAE ({dim}-d latents)")
     ax.plot([r["pca_bits_per_image"] for r in reports], [r["pca_psnr"] for r in reports], marker="s", label=f"PCA-{dim} transform coding")
     for r in reports:
-        ax.annotate(f"bin {r['delta']:g}", (r["bits_per_image"], r["psnr"]), textcoords="offset points", xytext=(4, -11), fontsize=7)
+        ax.annotate(f"bin {r['delta']:g}", (r["bits_per_image"], r["psnr"]), textcoords="offset points", xytext=(4, -11), fontsize=8)
     ax.set_xlabel("bits per image (arithmetic-coded file)")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(f"rate-distortion (lossless zlib: {reports[0]['zlib_bits_per_image']:.0f} bits/image)")
@@ -161,5 +128,7 @@ def _save(fig, path):
     fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
     buffer.seek(0)
-    Image.open(buffer).convert("RGB").quantize(256).save(path, format="PNG", optimize=True)
+    # Maximum coverage keeps the few saturated colours of a scatter's classes apart; median cut (PIL's
+    # default) merged some of them into one grey-brown, so a legend's colours no longer matched its points.
+    Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.MAXCOVERAGE).save(path, format="PNG", optimize=True)
     return path
