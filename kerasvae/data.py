@@ -3,19 +3,27 @@
 Sources, by name or path:
 - "digits": scikit-learn's 8x8 digits (1797 images), always offline; a fixed stratified 80/20 train/test split.
 - "fashion_mnist", "mnist": IDX files from $KERASVAE_DATA (the folder itself or a subfolder named after the
-  dataset) or Debian's folder (`apt-get install dataset-fashion-mnist`); when none is found, TFDS
-  (`pip install kerasvae[datasets]`) downloads them if it can reach the internet.
+  dataset) or Debian's folder (`apt-get install dataset-fashion-mnist`); when none is found, TFDS, as for
+  "tfds:fashion_mnist".
+- "tfds:NAME[/CONFIG][:VERSION]" (TFDS's own spelling of a dataset, `pip install kerasvae[datasets]`): the
+  copy prepared in `data_dir` (default $TFDS_DATA_DIR or ~/tensorflow_datasets), else downloaded and prepared
+  there when the machine is online; offline, a ValueError at once instead of TFDS's minutes of retries.
 - a path to `.npy`, `.npz` (arrays `x`/`x_<split>`, optional `y`/`y_<split>`), `.csv` (one example per
-  row) or a folder of IDX files.
+  row), a folder of IDX files, or a prepared TFDS dataset's folder (NAME/[CONFIG/]VERSION, holding
+  dataset_info.json; `tfds.builder_from_directory`).
 
 Images come back as float32 in [0, 1] with a channel axis ([n, H, W, 1]); 8-bit integer data is divided
-by 255. A split may be sliced as in TFDS: "train[:55000]", "train[90%:]".
+by 255. A split may be sliced as in TFDS: "train[:55000]", "train[90%:]". `classes` keeps the examples of
+some labels only, before slicing: "train[90%:]" of classes=[3] is the last tenth of the 3s.
 """
 
 import difflib
 import gzip
 import os
 import re
+import socket
+import urllib.parse
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -30,6 +38,8 @@ IDX_FILES = {
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 BINARIZE_MODES = (None, "static", "dynamic")
 NUMPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
+TFDS_PREFIX = "tfds:"
+TFDS_PROBE_SECONDS = 5  # a machine that cannot open a connection in 5 s cannot download a dataset either
 
 
 def load(
@@ -40,12 +50,17 @@ def load(
     shuffle=None,
     seed=0,
     with_labels=False,
+    classes=None,
+    data_dir=None,
 ):
     """A batched, prefetched `tf.data.Dataset` of images x (or (x, y) with `with_labels=True`).
 
     Args:
-        name_or_path: str. A dataset name ("digits", "fashion_mnist", "mnist") or a path (see module doc).
-        split: str. "train" or "test", optionally sliced ("train[:90%]"). Defaults to "train".
+        name_or_path: str or Path. A dataset name ("digits", "fashion_mnist", "mnist"), a TFDS dataset
+            ("tfds:NAME[/CONFIG][:VERSION]", e.g. "tfds:fashion_mnist" or "tfds:my_set/small:1.0.0") or a path
+            (see module doc).
+        split: str. "train" or "test" (a TFDS dataset: any of its splits), optionally sliced ("train[:90%]").
+            Defaults to "train".
         binarize: None, "static" or "dynamic". "static" draws x_bin ~ Bernoulli(x) once with numpy's
             `default_rng(seed)`; "dynamic" draws a fresh binarization every epoch inside the pipeline
             (the usual protocol for likelihood numbers on binarized data). Defaults to None.
@@ -53,10 +68,16 @@ def load(
         shuffle: bool or None. Reshuffle every epoch; None shuffles the train split only.
         seed: int. Seeds shuffling and binarization. Defaults to 0.
         with_labels: bool. Yield (x, y). Defaults to False.
+        classes: int, sequence of ints or None. Keep only the examples with these labels (e.g. the normal
+            class of an anomaly detector), before the split is sliced; a label the split lacks, an empty
+            sequence or unlabelled data raise a ValueError. None keeps every example. Defaults to None.
+        data_dir: str, Path or None. TFDS's data folder for "tfds:" sources and the TFDS fallback of
+            "fashion_mnist"/"mnist": a dataset prepared there loads offline (`tfds build NAME --data_dir DIR`
+            on a machine with internet, then copy DIR). None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
 
-    >>> ds = load("digits", binarize="dynamic", batch_size=32)
+    >>> ds = load("digits", binarize="dynamic", batch_size=32, classes=[3])
     """
-    x, y = load_arrays(name_or_path, split)
+    x, y = load_arrays(name_or_path, split, classes=classes, data_dir=data_dir)
     if with_labels and y is None:
         raise ValueError(f"{name_or_path} has no labels.")
     if shuffle is None:
@@ -96,25 +117,56 @@ def binarize_static(x, seed=0):
     return (np.random.default_rng(seed).random(x.shape) < x).astype(np.float32)
 
 
-def load_arrays(name_or_path, split="train"):
+def load_arrays(name_or_path, split="train", classes=None, data_dir=None):
     """(x, y): float32 images in [0, 1] and int64 labels (or None), for a name or a path; see `load`."""
     base_split, part = _parse_split(split)
-    name = str(name_or_path).lower().replace("-", "_")
-    if name == "digits":
+    source = str(name_or_path)
+    name = source.lower().replace("-", "_")
+    if source.startswith(TFDS_PREFIX):
+        x, y = _tfds(source.removeprefix(TFDS_PREFIX), base_split, data_dir)
+    elif (Path(source) / "dataset_info.json").is_file():  # a prepared TFDS dataset's folder
+        x, y = _tfds(Path(source), base_split)
+    elif base_split not in IDX_FILES:  # only TFDS datasets have other splits
+        raise ValueError(f"Unknown split {split!r}; expected 'train' or 'test', optionally sliced like 'train[:90%]'.")
+    elif name == "digits":
         x, y = _digits(base_split)
     elif name in DEBIAN_FOLDERS:
-        x, y = _named_idx(name, base_split)
+        x, y = _named_idx(name, base_split, data_dir)
     else:
         x, y = _from_path(Path(name_or_path), base_split)
     x = _as_images(x, name_or_path)
     y = None if y is None else _as_labels(y, len(x), name_or_path)
+    if classes is not None:
+        x, y = _select_classes(x, y, class_list(classes), f"{source} {base_split}")
     start, stop = _slice_bounds(part, len(x))
     return x[start:stop], (None if y is None else y[start:stop])
 
 
+def class_list(classes):
+    """`classes` (an int or a sequence of ints) as a sorted list of distinct ints; None stays None."""
+    if classes is None:
+        return None
+    values = np.asarray(classes)
+    if values.ndim > 1 or values.dtype.kind not in "iu" or values.size == 0:
+        raise ValueError(f"classes must be an int or a non-empty sequence of ints (labels), got {classes!r}.")
+    return sorted({int(value) for value in values.ravel()})
+
+
+def _select_classes(x, y, classes, source):
+    if y is None:
+        raise ValueError(f"{source} has no labels, so classes {classes} cannot be selected.")
+    labels = np.unique(y)
+    missing = sorted(set(classes) - set(labels.tolist()))
+    if missing:
+        present = labels.tolist() if len(labels) <= 20 else f"{len(labels)} labels from {labels[0]} to {labels[-1]}"
+        raise ValueError(f"classes {missing} are not labels of {source} (its labels: {present}).")
+    keep = np.isin(y, classes)
+    return x[keep], y[keep]
+
+
 def _parse_split(split):
     match = re.fullmatch(r"(\w+)(?:\[(-?\d*%?):(-?\d*%?)\])?", split)
-    if not match or match.group(1) not in ("train", "test"):
+    if not match:
         raise ValueError(f"Unknown split {split!r}; expected 'train' or 'test', optionally sliced like 'train[:90%]'.")
     return match.group(1), (match.group(2) or "", match.group(3) or "")
 
@@ -138,19 +190,22 @@ def _digits(split):
     return (x_train, y_train) if split == "train" else (x_test, y_test)
 
 
-def _named_idx(name, split):
+def _named_idx(name, split, data_dir=None):
     folders = []
     if os.environ.get("KERASVAE_DATA"):
         root = Path(os.environ["KERASVAE_DATA"])
         folders += [root / name, root / name.replace("_", "-"), root]
     folders.append(Path(DEBIAN_FOLDERS[name]))
+    folders = list(dict.fromkeys(folders))  # "mnist" has no dash form
     for folder in folders:
         if _idx_file(folder, IDX_FILES[split][0]) is not None:
             return _read_idx_split(folder, split)
+    looked = ", ".join(str(f) for f in folders)
     try:
-        return _tfds(name, split)
+        return _tfds(name, split, data_dir)
+    except OfflineError as error:  # it already names every offline source
+        raise ValueError(f"No {name} IDX files found (looked in {looked}), and {error}") from None
     except Exception as error:  # noqa: BLE001 - any TFDS failure means: no offline copy and no download
-        looked = ", ".join(str(f) for f in folders)
         hint = "apt-get install dataset-fashion-mnist, or " if name == "fashion_mnist" else ""
         raise ValueError(
             f"No {name} IDX files found (looked in {looked}) and TFDS could not provide them ({error}). "
@@ -159,11 +214,66 @@ def _named_idx(name, split):
         ) from None
 
 
-def _tfds(name, split):
-    import tensorflow_datasets as tfds
+class OfflineError(ValueError):
+    """A TFDS dataset that is not prepared locally, on a machine that cannot download it."""
 
-    images, labels = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, as_supervised=True))
-    return images, labels
+
+def _tfds(name, split, data_dir=None):
+    """(images, labels or None) of a TFDS dataset: a name ("NAME[/CONFIG][:VERSION]") prepared in data_dir,
+    or downloaded there when online, or a prepared dataset's folder (a Path)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ValueError("TFDS datasets need tensorflow-datasets: pip install 'kerasvae[datasets]'.") from None
+    if isinstance(name, Path):
+        builder, name = tfds.builder_from_directory(name), str(name)
+    else:
+        builder = _tfds_builder(tfds, name, data_dir)
+    splits = list(builder.info.splits)
+    if split not in splits:
+        raise ValueError(f"{name} has no split {split!r}; its splits: {', '.join(splits)}.")
+    # Catalog datasets name their (image, label) pair; datasets stored from arrays
+    # (tfds.dataset_builders.store_as_tfds_dataset) cannot, so the usual feature names stand in.
+    image_key, label_key = builder.info.supervised_keys or ("image", "label")
+    if image_key not in builder.info.features:
+        raise ValueError(f"{name} has no image feature {image_key!r} (its features: {', '.join(builder.info.features)}).")
+    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    return arrays[image_key], arrays.get(label_key)
+
+
+def _tfds_builder(tfds, name, data_dir):
+    """TFDS's builder of `name`, prepared: downloaded first if need be, or a one-line ValueError at once offline,
+    where TFDS's own download would retry every file for minutes."""
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")  # TFDS reads it once, at import
+    where = data_dir or "~/tensorflow_datasets"
+    base = re.split(r"[/:]", name)[0]
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except ValueError as error:  # DatasetNotFoundError's message goes on to list the whole catalog
+        close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False), n=1)
+        hint = f"; did you mean 'tfds:{close[0]}'?" if close else ""
+        raise ValueError(f"tfds:{name}: {str(error).splitlines()[0].rstrip('.')} (neither in TFDS's catalog nor prepared in {where}){hint}") from None
+    if builder.is_prepared():
+        return builder
+    host = urllib.parse.urlparse(builder.info.homepage or "").hostname or "storage.googleapis.com"
+    if not urllib.request.getproxies() and not _reachable(host):  # behind a proxy only TFDS's own download can tell
+        apt = "apt-get install dataset-fashion-mnist, or " if base == "fashion_mnist" else ""
+        idx = f" or {base!r} from IDX files ({apt}KERASVAE_DATA)," if base in DEBIAN_FOLDERS else ""
+        raise OfflineError(
+            f"tfds:{name} is not prepared in {where} and this machine is offline ({host} unreachable). Offline, load it "
+            f"prepared elsewhere (`tfds build {name} --data_dir DIR` where there is internet, copy DIR here, pass "
+            f"data_dir=DIR or set TFDS_DATA_DIR),{idx} or 'digits' (always offline)."
+        )
+    builder.download_and_prepare()
+    return builder
+
+
+def _reachable(host):
+    try:
+        socket.create_connection((host, 443), timeout=TFDS_PROBE_SECONDS).close()
+        return True
+    except OSError:
+        return False
 
 
 def _idx_file(folder, stem):
@@ -213,7 +323,9 @@ def _from_path(path, split):
     if not path.exists():
         close = difflib.get_close_matches(str(path), DATASET_NAMES, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"No dataset named {str(path)!r} and no such file or folder; {hint}names: {', '.join(DATASET_NAMES)}.")
+        raise ValueError(
+            f"No dataset named {str(path)!r} and no such file or folder; {hint}names: {', '.join(DATASET_NAMES)}, or tfds:NAME."
+        )
     if path.is_dir():
         if _idx_file(path, IDX_FILES[split][0]) is None:
             raise ValueError(f"{path} holds no IDX file {IDX_FILES[split][0]}[.gz] for split {split!r}.")

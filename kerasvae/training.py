@@ -219,6 +219,7 @@ def train_run(
     out,
     model="vae",
     dataset="digits",
+    classes=None,
     binarize=None,
     epochs=None,
     latent_dim=None,
@@ -244,6 +245,9 @@ def train_run(
     whose loss terms go non-finite stops and raises a ValueError saying which terms and what to change.
 
     Args:
+        classes: int, sequence of ints or None. Train on the examples of these labels only (e.g. the normal
+            class of an anomaly detector); the validation data are those classes' too, and config.json
+            records them under "classes" (None: every class). `test_images` still returns whole splits.
         epochs, batch_size, learning_rate, weight_averaging: None takes the preset's
             (kerasvae.presets.training_defaults). A preset's KL warm-up is shortened to 40% of the run's
             steps where it is longer, so a short run still ends on the full bound.
@@ -282,8 +286,9 @@ def train_run(
     if finished and chief:  # forced: the old model must not outlive a new run killed before its first backup
         (out / "model.keras").unlink()
     keras.utils.set_random_seed(seed)
-    x_train, _ = data.load_arrays(dataset, "train")
-    x_test, y_test = data.load_arrays(dataset, "test")
+    classes = data.class_list(classes)
+    x_train, _ = data.load_arrays(dataset, "train", classes=classes)
+    x_test, y_test = data.load_arrays(dataset, "test", classes=classes)
     held_out = round(len(x_train) * VALIDATION_SHARE) if early_stopping else 0
     validation = f"train[{len(x_train) - held_out}:]" if held_out else "test"
     x_train, x_val = (x_train[:-held_out], x_train[-held_out:]) if held_out else (x_train, x_test)
@@ -307,6 +312,7 @@ def train_run(
     config = {
         "model": model,
         "dataset": str(dataset),
+        "classes": classes,
         "binarize": binarize,
         "epochs": epochs,
         "latent_dim": vae.latent_dim,
@@ -426,9 +432,14 @@ def load_run(run):
     return saving.load_model(run / "model.keras"), config
 
 
-def test_images(config, split="test", limit=None):
-    """The evaluation images of a run, binarized the way it trained (static, seed from the config)."""
-    x, y = data.load_arrays(config["dataset"], split)
+def test_images(config, split="test", limit=None, classes=None):
+    """(x, y): a split of a run's dataset, binarized the way it trained (static, seed from the config).
+
+    Every class by default, also for a run trained on some classes only: its test set stays whole, so that
+    the other classes can be scored as anomalies. Pass classes=config.get("classes") for the run's own
+    classes (the data it trained on, e.g. to calibrate on); `limit` counts the examples kept.
+    """
+    x, y = data.load_arrays(config["dataset"], split, classes=classes)
     if config.get("binarize"):
         x = data.binarize_static(x, config.get("seed", 0))
     if limit:

@@ -1,8 +1,12 @@
 """Data loading: offline sources, IDX parsing, splits, binarization, and errors that name the file."""
 
 import gzip
+import socket
 import struct
+import time
+import urllib.request
 
+import browser_harness
 import numpy as np
 import pytest
 
@@ -27,7 +31,7 @@ def idx_folder(tmp_path):
 
 
 def test_digits_are_offline_images_in_unit_range_with_a_stratified_split():
-    x_train, y_train = data.load_arrays("digits", "train")
+    x_train, _ = data.load_arrays("digits", "train")
     x_test, y_test = data.load_arrays("digits", "test")
     assert x_train.shape == (1437, 8, 8, 1) and x_test.shape == (360, 8, 8, 1)
     assert x_train.dtype == np.float32 and x_train.min() == 0.0 and x_train.max() == 1.0
@@ -44,7 +48,7 @@ def test_split_slices_follow_tfds_syntax():
 
 def test_idx_folder_gzipped_and_raw_files_with_labels(idx_folder):
     x, y = data.load_arrays(idx_folder, "train")
-    raw = np.frombuffer(gzip.open(idx_folder / "train-images-idx3-ubyte.gz").read()[16:], np.uint8)
+    raw = np.frombuffer(gzip.decompress((idx_folder / "train-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8)
     assert x.shape == (30, 4, 5, 1) and y.shape == (30,)
     np.testing.assert_allclose(x.ravel(), raw / 255.0, rtol=1e-6)
 
@@ -68,7 +72,19 @@ def test_file_that_is_not_idx_names_the_file(idx_folder):
         data.load_arrays(idx_folder, "train")
 
 
-def test_missing_data_names_the_path_and_the_fix(tmp_path, monkeypatch):
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No network (every name lookup fails, no proxy) and an empty TFDS data folder, online machines included."""
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(urllib.request, "getproxies", dict)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tensorflow_datasets"))
+
+
+def test_missing_data_names_the_path_and_the_fix(tmp_path, monkeypatch, offline):
     with pytest.raises(ValueError, match="nothing-here.npy"):
         data.load_arrays(tmp_path / "nothing-here.npy")
     monkeypatch.setenv("KERASVAE_DATA", str(tmp_path))
@@ -145,3 +161,89 @@ def test_a_model_fits_straight_from_the_pipeline():
     model.compile(optimizer="adam")
     history = model.fit(data.load("digits", binarize="dynamic", batch_size=128), epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
+
+
+def test_classes_keep_the_examples_of_those_labels_in_order_before_slicing():
+    from sklearn.datasets import load_digits
+
+    (x3_train, y3_train), (x3_test, y3_test) = (data.load_arrays("digits", split, classes=[3]) for split in ("train", "test"))
+    assert set(y3_train) == set(y3_test) == {3}
+    assert len(x3_train) + len(x3_test) == np.sum(load_digits().target == 3) == 183  # scikit-learn's 183 threes
+    x_train, y_train = data.load_arrays("digits", "train")
+    np.testing.assert_array_equal(x3_train, x_train[y_train == 3])
+    np.testing.assert_array_equal(data.load_arrays("digits", "train[-10:]", classes=3)[0], x3_train[-10:])  # the last ten threes
+    _, y = next(iter(data.load("digits", "test", classes=(7, 1), with_labels=True, shuffle=False, batch_size=1000)))
+    _, y_test = data.load_arrays("digits", "test")
+    np.testing.assert_array_equal(y, y_test[np.isin(y_test, [1, 7])])
+
+
+@pytest.mark.parametrize("classes, message", [
+    ([3, 11], r"classes \[11\] are not labels of digits train \(its labels: \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]\)"),
+    ([], "non-empty sequence of ints"),
+    ("3", "an int or a non-empty sequence of ints"),
+    ([1.5], "an int or a non-empty sequence of ints"),
+])
+def test_bad_classes_are_one_line_errors(classes, message):
+    with pytest.raises(ValueError, match=message) as error:
+        data.load_arrays("digits", "train", classes=classes)
+    assert "\n" not in str(error.value)
+
+
+def test_classes_of_unlabelled_data_are_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="has no labels, so classes \\[0\\] cannot be selected"):
+        data.load_arrays(tmp_path / "x.npy", classes=0)
+
+
+def tfds_or_skip():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        browser_harness.skip_or_fail("tensorflow-datasets is not installed: pip install 'kerasvae[datasets]'")
+    return tfds
+
+
+@pytest.fixture
+def tfds_dataset(tmp_path):
+    """(data_dir, {split: (images, labels)}): a real TFDS dataset "kv_tiny/small:1.0.0" that TFDS's own
+    store_as_tfds_dataset wrote from these arrays into data_dir, in their order."""
+    import tensorflow as tf
+
+    tfds = tfds_or_skip()
+    rng = np.random.default_rng(0)
+    arrays = {split: (rng.integers(0, 256, (n, 4, 5, 1), dtype=np.uint8), rng.integers(0, 3, n)) for split, n in (("train", 24), ("test", 9))}
+    features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(4, 5, 1)), "label": tfds.features.ClassLabel(num_classes=3)})
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="kv_tiny", version="1.0.0", config="small", features=features, data_dir=tmp_path, disable_shuffling=True,
+        split_datasets={split: tf.data.Dataset.from_tensor_slices({"image": x, "label": y}) for split, (x, y) in arrays.items()},
+    )
+    return tmp_path, arrays
+
+
+def test_a_tfds_dataset_stored_from_arrays_loads_back_exactly(tfds_dataset):
+    data_dir, arrays = tfds_dataset
+    for split, (images, labels) in arrays.items():
+        x, y = data.load_arrays("tfds:kv_tiny/small:1.0.0", split, data_dir=data_dir)
+        np.testing.assert_array_equal(x, images.astype(np.float32) / 255.0)
+        np.testing.assert_array_equal(y, labels)
+    images, labels = arrays["train"]
+    # the prepared folder itself (tfds.builder_from_directory), with classes and a slice
+    x, y = data.load_arrays(data_dir / "kv_tiny" / "small" / "1.0.0", "train[:4]", classes=[0, 2])
+    kept = np.isin(labels, [0, 2])
+    np.testing.assert_array_equal(x, images[kept][:4].astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(y, labels[kept][:4])
+    x, y = next(iter(data.load("tfds:kv_tiny", "test", data_dir=data_dir, with_labels=True, shuffle=False, batch_size=100)))
+    np.testing.assert_array_equal(y, arrays["test"][1])
+    with pytest.raises(ValueError, match="kv_tiny has no split 'validation'; its splits: train, test"):
+        data.load_arrays("tfds:kv_tiny", "validation", data_dir=data_dir)
+
+
+def test_an_unprepared_tfds_dataset_fails_at_once_offline_naming_the_offline_sources(tmp_path, offline):
+    tfds_or_skip()
+    start = time.monotonic()  # TFDS's own download retries each file for minutes (measured: 204 s)
+    with pytest.raises(ValueError, match=rf"tfds:fashion_mnist is not prepared in {tmp_path} and this machine is offline "
+                       r".*tfds build fashion_mnist --data_dir DIR.*apt-get install dataset-fashion-mnist.*'digits'") as error:
+        data.load_arrays("tfds:fashion_mnist", "test", data_dir=tmp_path)
+    assert time.monotonic() - start < 10 and "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"Dataset fashion_mnst not found.*did you mean 'tfds:fashion_mnist'\?$"):
+        data.load_arrays("tfds:fashion_mnst", data_dir=tmp_path)
