@@ -1,7 +1,6 @@
 """The `kerasvae` command. Thin: it parses arguments and calls the library."""
 
 import argparse
-import contextlib
 import difflib
 import json
 import re
@@ -54,8 +53,7 @@ def _evaluate(args):
 
     model, config = training.load_run(args.run)
     x, _ = training.test_images(config, args.split, args.limit)
-    with contextlib.redirect_stdout(sys.stderr):  # the progress bar; stdout is the one JSON object
-        report = evaluation.evaluate(model, x, num_samples=args.num_samples, seed=args.seed, verbose=int(args.progress))
+    report = evaluation.evaluate(model, x, num_samples=args.num_samples, seed=args.seed)
     print(json.dumps({"run": str(args.run), "split": args.split, **report}))
 
 
@@ -87,7 +85,7 @@ def _sample(args):
 
     model, _ = training.load_run(args.run)
     images = model.sample(args.num, seed=args.seed, temperature=args.temperature)
-    print(plots.image_grid(images, args.output, title=f"{args.num} samples, seed {args.seed}"))
+    print(plots.image_grid(images, args.output, title=f"{plots.model_title(model)}: {args.num} samples, seed {args.seed}"))
 
 
 def _reconstruct(args):
@@ -198,7 +196,6 @@ def build_parser():
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--progress", action="store_true", help="a progress bar on stderr for long evaluations")
     evaluate.set_defaults(handler=_evaluate)
 
     demo = commands.add_parser("demo", help="train, evaluate and draw a VAE end to end in a few minutes")

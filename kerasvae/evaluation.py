@@ -4,11 +4,10 @@ computed from an exported SavedModel's `encode` and `decode` signatures alone.""
 
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvae import objectives
+from kerasvae import objectives, progress
 from kerasvae._tfp import tfd
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -53,15 +52,16 @@ def evaluate(model, x, num_samples=1000, batch_size=256, seed=0, verbose=0):
 
 
 def importance_weighted_nll(model, x, num_samples, batch_size=256, seed=0, verbose=0):
-    """-log p(x) per example [n] by `model.log_likelihood`, one batch at a time so a progress bar
-    (verbose=1) can follow it; batch i uses seed (seed, i), so the result does not depend on verbose."""
-    progress = keras.utils.Progbar(len(x), unit_name="example", verbose=verbose) if verbose else None
+    """-log p(x) per example [n] by `model.log_likelihood`, one batch at a time so a progress bar (shown
+    when `verbose` or `kerasvae.progress` is on) can follow it; batch i uses seed (seed, i), so the result
+    does not depend on the batching of the bar."""
     nll = []
-    for index, start in enumerate(range(0, len(x), batch_size)):
-        batch = x[start : start + batch_size]
-        nll.append(-np.asarray(model.log_likelihood(batch, num_samples=num_samples, seed=(seed, index))))
-        if progress is not None:
-            progress.add(len(batch), values=[("nll", float(np.mean(nll[-1])))])
+    with progress.bar(len(x), f"IWAE NLL, k={num_samples}", unit="images", enabled=bool(verbose) or None) as bar:
+        for index, start in enumerate(range(0, len(x), batch_size)):
+            batch = x[start : start + batch_size]
+            nll.append(-np.asarray(model.log_likelihood(batch, num_samples=num_samples, seed=(seed, index))))
+            bar.note(f"mean {np.mean(np.concatenate(nll)):.2f} nats")
+            bar.update(len(batch))
     return np.concatenate(nll) if nll else np.zeros([0], np.float32)
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 
 START_UP_NOISE = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -51,6 +52,24 @@ def filtered_stderr(noise=START_UP_NOISE):
             sys.stderr.flush()
 
 
+# Lines TFLite's converter and interpreter print from C++ on every use.
+TFLITE_NOISE = re.compile(r"Created TensorFlow Lite XNNPACK delegate for CPU|fully_quantize: \d+, inference_type:")
+_quiet = False
+
+
+@contextlib.contextmanager
+def quiet_tflite():
+    """Around TFLite conversion and interpreters, once `start_tensorflow` made the process quiet: their
+    C++ lines are filtered as above, and the converter's "tf.lite.Interpreter is deprecated" warning (TF's
+    calibrator uses it internally; ours is ai_edge_litert's) is ignored inside the block only."""
+    if not _quiet:
+        yield
+        return
+    with warnings.catch_warnings(), filtered_stderr(TFLITE_NOISE):
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated", category=UserWarning)
+        yield
+
+
 def start_tensorflow(verbose=False):
     """Imports TensorFlow and initializes its devices, quietly unless `verbose`."""
     if verbose:
@@ -64,3 +83,5 @@ def start_tensorflow(verbose=False):
 
         tf.config.list_physical_devices()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    global _quiet
+    _quiet = True

@@ -86,9 +86,10 @@ class _Silent:
 
 
 @contextlib.contextmanager
-def bar(total, description, unit=""):
-    """A `Bar` while progress is enabled, otherwise an object whose methods do nothing."""
-    if not _enabled:
+def bar(total, description, unit="", enabled=None):
+    """A `Bar` while progress is enabled (`enabled`: True or False overrides the switch for this bar, as a
+    function's `verbose` argument does), otherwise an object whose methods do nothing."""
+    if not (_enabled if enabled is None else enabled):
         yield _Silent()
         return
     progress_bar = Bar(total, description, unit=unit)
@@ -96,6 +97,14 @@ def bar(total, description, unit=""):
         yield progress_bar
     finally:
         progress_bar.close()
+
+
+def iterate(items, description, unit=""):
+    """Yields `items` (a sized collection) with a bar over them."""
+    with bar(len(items), description, unit) as progress_bar:
+        for item in items:
+            yield item
+            progress_bar.update()
 
 
 def step(description):

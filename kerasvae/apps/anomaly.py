@@ -10,9 +10,11 @@ import inspect
 
 import numpy as np
 
-from kerasvae import objectives
+from kerasvae import objectives, progress
 from kerasvae.choices import ANOMALY_METHODS as METHODS
 from kerasvae.models import VQVAE
+
+SCORE_CHUNK = 2048  # examples per progress step of `score`
 
 
 class AnomalyDetector:
@@ -60,7 +62,15 @@ class AnomalyDetector:
 
     def score(self, x, labels=None):
         """Anomaly scores [n], nats, higher = more anomalous."""
-        return np.asarray(self.model.anomaly_score(x, method=self.method, num_samples=self.num_samples, labels=labels))
+        x, size = np.asarray(x), SCORE_CHUNK
+        scores = []
+        with progress.bar(len(x), f"{self.method} scores", unit="images") as bar:
+            for start in range(0, len(x), size):
+                chunk_labels = None if labels is None else np.asarray(labels)[start : start + size]
+                scores.append(np.asarray(self.model.anomaly_score(
+                    x[start : start + size], method=self.method, num_samples=self.num_samples, labels=chunk_labels)))
+                bar.update(len(scores[-1]))
+        return np.concatenate(scores) if scores else np.asarray(self.model.anomaly_score(x, method=self.method, labels=labels))
 
     def fit(self, x_normal, quantile=None, false_positive_rate=None, labels=None):
         """Calibrate the threshold on normal examples and store it on the model. Returns self.

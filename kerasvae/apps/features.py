@@ -4,6 +4,7 @@ labelled examples."""
 
 import numpy as np
 
+from kerasvae import progress
 from kerasvae.apps.baselines import PCABaseline
 
 
@@ -76,7 +77,7 @@ def semi_supervised(model, x_train, y_train, x_test, y_test, budgets=(100, 1000)
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
     features_by_name = representations(model, x_train, x_test)
     rows = []
-    for budget in budgets:
+    for budget in progress.iterate(budgets, "label budgets"):
         row = {"labels": budget}
         subsets = [labelled_subset(y_train, budget, seed + r) for r in range(int(repeats))]
         for name, (train, test) in features_by_name.items():

@@ -11,6 +11,8 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from kerasvae import progress
+
 
 def check_continuous_latents(model):
     """Raise ValueError for models whose latents are discrete codes (VQ-VAE, DiscreteVAE): a gradient in z
@@ -56,10 +58,12 @@ def latent_mode(model, log_likelihood, observations, z_init, steps=100, learning
     observations = tuple(np.asarray(o, np.float32) for o in observations)
     size = model.eval_batch_size
     outputs = []
-    for start in range(0, len(z_init), size):
-        batch = tuple(tf.constant(o[start : start + size]) for o in observations)
-        batch_labels = None if labels is None else tf.constant(np.asarray(labels, np.int32)[start : start + size])
-        outputs.append(optimize(tf.constant(z_init[start : start + size]), batch, batch_labels).numpy())
+    with progress.bar(len(z_init), f"posterior modes, {int(steps)} steps", unit="images") as bar:
+        for start in range(0, len(z_init), size):
+            batch = tuple(tf.constant(o[start : start + size]) for o in observations)
+            batch_labels = None if labels is None else tf.constant(np.asarray(labels, np.int32)[start : start + size])
+            outputs.append(optimize(tf.constant(z_init[start : start + size]), batch, batch_labels).numpy())
+            bar.update(len(outputs[-1]))
     return np.concatenate(outputs) if outputs else z_init
 
 

@@ -7,6 +7,7 @@ number of atoms goes through the decoder's nonlinearity.
 
 import numpy as np
 
+from kerasvae import progress
 from kerasvae.apps import inference
 from kerasvae.apps.metrics import psnr
 
@@ -75,7 +76,7 @@ def sparsity_curve(model, x_fit, x, n_nonzero=(1, 2, 3, 4), n_atoms=32, alpha=1.
     latent = SparseLatentCoder(model, n_atoms, alpha, max_iter, seed).fit(x_fit)
     pixel_dictionary = learn_dictionary(x_fit, n_atoms, alpha, max_iter, seed)
     rows, images = [], {"original": x}
-    for k in n_nonzero:
+    for k in progress.iterate(n_nonzero, "dictionaries"):
         from_latent = latent.reconstruct(x, k)
         from_pixels = np.clip(sparse_codes(pixel_dictionary, x, k) @ pixel_dictionary, 0.0, 1.0).reshape(x.shape).astype(np.float32)
         images[f"latent_{k}"], images[f"pixel_{k}"] = from_latent, from_pixels

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasvae.export.descriptions import describe_model  # noqa: F401 (public: kerasvae.export.describe_model)
+from kerasvae import progress
+from kerasvae.export.descriptions import describe_model
 from kerasvae.export.savedmodel import export_savedmodel
 
 TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
@@ -84,6 +85,7 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False, tflite
     history_path = Path(run) / "history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     metadata = {"training_config": config, "final_metrics": {k: v[-1] for k, v in history.items() if v}}
+    progress.step(f"SavedModel: writing {to}")
     target = export_savedmodel(model, to, version=version, force=force, metadata=metadata)
     result = {"savedmodel": str(target), "tflite": None, "onnx": None, "web": None}
     if tflite:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kerasvae import progress
+
 FILES = {"decode": "decoder.onnx", "encode": "encoder.onnx"}
 TOLERANCE = 1e-4
 CHECK_BATCH = 16
@@ -58,9 +60,12 @@ def export_onnx(saved_model_dir, out_dir, opset=17, seed=0, description=None):
     """
     import onnx
 
+    from kerasvae.export.descriptions import (
+        FORMAT,
+        saved_description,
+        tensor_descriptions,
+    )
     from kerasvae.training import atomic_write
-
-    from kerasvae.export.descriptions import FORMAT, saved_description, tensor_descriptions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +96,7 @@ def export_onnx(saved_model_dir, out_dir, opset=17, seed=0, description=None):
             return check(tmp, signatures[signature], seed)
 
         outputs = {}
+        progress.step(f"ONNX: converting {signature} to {filename}")
         atomic_write(path, lambda tmp, w=write_checked: outputs.update(w(tmp)))
         for name, value in tensors["outputs"].items():
             value["shape"] = ["batch", *outputs[name]]

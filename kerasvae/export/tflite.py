@@ -24,6 +24,7 @@ yields a model that outputs NaN. The graphs hold no random ops (stateless random
 builtins), so an app draws z itself; z ~ N(0, I) then `decode` is `sample` for a standard-normal prior.
 """
 
+import contextlib
 import hashlib
 import json
 import tempfile
@@ -33,8 +34,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kerasvae import logs, progress
 from kerasvae.export import tflite_metadata
-from kerasvae.export.descriptions import KIND_SIGNATURES, file_metadata, model_json, runtime_support, saved_description
+from kerasvae.export.descriptions import (
+    KIND_SIGNATURES,
+    file_metadata,
+    model_json,
+    runtime_support,
+    saved_description,
+)
 
 MODES = ("float32", "dynamic", "float16", "int8")
 EVAL_SAMPLES = 256
@@ -152,7 +160,8 @@ def convert(saved_model_dir, signature, mode="float32", calibration=None, rename
             if int16_activations
             else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
         ]
-    content = converter.convert()
+    with logs.quiet_tflite():
+        content = converter.convert()
     return tflite_metadata.rename_signature(content, rename) if rename else content
 
 
@@ -238,16 +247,19 @@ def export_tflite(
         static_dir = write_static_savedmodel(
             saved_model_dir, Path(scratch) / "static", [KIND_SIGNATURES[kind] for kind in kinds], batch_sizes, clip_logits=clip
         )
-        for kind, kind_modes in kinds.items():
-            signature = KIND_SIGNATURES[kind]
-            reference = expected(signature)
-            report[kind], files[kind] = {}, {}
-            for mode in kind_modes:
-                report[kind][mode], files[kind][mode] = _write_mode(
-                    static_dir, out_dir, kind, mode, batch_sizes, clip, inputs[signature], calibration.get(signature),
-                    reference, description, signatures[signature],
-                )
-            _measure_latency(out_dir, kind, signature, report[kind], inputs[signature])
+        with progress.bar(sum(map(len, kinds.values())), "TFLite", unit="modes") as bar:
+            for kind, kind_modes in kinds.items():
+                signature = KIND_SIGNATURES[kind]
+                reference = expected(signature)
+                report[kind], files[kind] = {}, {}
+                for mode in kind_modes:
+                    bar.note(f"{kind} {mode}")
+                    report[kind][mode], files[kind][mode] = _write_mode(
+                        static_dir, out_dir, kind, mode, batch_sizes, clip, inputs[signature], calibration.get(signature),
+                        reference, description, signatures[signature],
+                    )
+                    bar.update()
+                _measure_latency(out_dir, kind, signature, report[kind], inputs[signature])
         _withdraw_slow_dynamic(out_dir, report, files)
     report["recommended_mode"], report["recommendation"] = recommend(report["decoder"])
     _write_atomically(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
@@ -405,7 +417,8 @@ def _run_batched(path, signature, inputs, batch):
         short = batch - len(next(iter(chunk.values())))
         if short:
             chunk = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)]) for k, v in chunk.items()}
-        outputs = runner(**chunk)
+        with logs.quiet_tflite() if start == 0 else contextlib.nullcontext():  # the first call creates the XNNPACK delegate, which says so
+            outputs = runner(**chunk)
         chunks.append({k: v[: batch - short] for k, v in outputs.items()})
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
@@ -449,7 +462,8 @@ def _measure_latency(out_dir, kind, signature, entries, inputs):
     runners = {}
     for mode in entries:
         runners[mode] = Interpreter(model_path=str(Path(out_dir) / file_name(kind, mode)), num_threads=1).get_signature_runner(signature)
-        runners[mode](**one)  # the first call allocates tensors and prepares the delegate
+        with logs.quiet_tflite():
+            runners[mode](**one)  # the first call allocates tensors and prepares the delegate
     best = {mode: np.inf for mode in entries}
     for _ in range(LATENCY_ROUNDS):
         for mode, runner in runners.items():
