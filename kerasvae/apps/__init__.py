@@ -4,7 +4,7 @@ pixel dictionaries, zlib):
 - anomaly detection: `AnomalyDetector` (threshold calibrated on normal data, stored on the model and
   served by the exported `score` signature as `is_anomaly`), `detection_metrics`;
 - denoising: `denoise`, `add_noise`, `evaluate_denoising` (PSNR before/after);
-- compression: `compress`, `decompress` (.kvz files: quantized posterior means, arithmetic-coded with the
+- compression: `compress`, `decompress` (.kvz files: quantized posterior means, range-coded (constriction) with the
   prior), `evaluate_compression` (bits per image, PSNR);
 - navigation: `interpolate` (linear, spherical), `traverse` (one latent dimension at a time),
   `informative_dimensions` (latents by KL);

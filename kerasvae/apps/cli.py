@@ -15,10 +15,12 @@ FIT_LIMIT = 5000  # training images the baselines (PCA, dictionaries, means) are
 
 def add_commands(commands):
     """Adds the application subcommands to the `kerasvae` argparse subparsers `commands`."""
-    from kerasvae.apps.anomaly import METHODS
-    from kerasvae.apps.imputation import IMPUTATION_METHODS
-    from kerasvae.apps.navigation import INTERPOLATIONS
-    from kerasvae.apps.visualization import EMBEDDINGS
+    from kerasvae.choices import (
+        ANOMALY_METHODS,
+        EMBEDDINGS,
+        IMPUTATION_METHODS,
+        INTERPOLATIONS,
+    )
 
     anomaly = _command(commands, "anomaly", _anomaly, "calibrate an anomaly threshold on normal data; AUROC/AUPRC against PCA; score histogram")
     anomaly.add_argument("--normal", default=None, help="normal data to calibrate on (default: the run's dataset)")
@@ -26,7 +28,7 @@ def add_commands(commands):
                          help="split of the normal data; held-out normal data (e.g. \"train[90%%:]\" of a run trained on \"train[:90%%]\") gives an unbiased false-positive rate")
     anomaly.add_argument("--normal-class", type=int, default=None,
                          help="label of the normal class: calibrate on it, and count every other label as an anomaly")
-    anomaly.add_argument("--method", choices=METHODS, default=None, help="default: the model's own anomaly score")
+    anomaly.add_argument("--method", choices=ANOMALY_METHODS, default=None, help="default: the model's own anomaly score")
     anomaly.add_argument("--num-samples", type=int, default=None, help="samples for the elbo and nll scores")
     level = anomaly.add_mutually_exclusive_group()
     level.add_argument("--quantile", type=float, default=None, help="threshold = this quantile of normal scores (default 0.99)")
@@ -40,14 +42,23 @@ def add_commands(commands):
     denoise.add_argument("--seed", type=int, default=0)
     denoise.add_argument("--out", default="denoise", help="folder for denoise.json, denoising.png and denoised.npy")
 
-    compress = _command(commands, "compress", _compress, "compress images into a .kvz file (quantized latents, arithmetic-coded)")
+    # Not _command: a quick default of 100 images (--num, with --limit as its alias) instead of the whole split.
+    compress = commands.add_parser("compress", help="compress images into a .kvz file (quantized latents, range-coded with the prior); "
+                                   "report bits per image and PSNR against the greyscale originals, and PCA's at the same rate")
+    compress.add_argument("run")
+    compress.add_argument("--data", default=None, help="dataset name or path (default: the run's dataset, binarized as it trained)")
+    compress.add_argument("--split", default="test")
+    compress.add_argument("--num", "--limit", dest="num", type=int, default=100, help="compress the first N images of the split (all of it when N exceeds its size)")
+    compress.add_argument("--fit-limit", type=int, default=FIT_LIMIT, help="training images the PCA baseline is fitted on")
     compress.add_argument("--delta", type=float, default=0.5, help="quantization bin width in latent units")
     compress.add_argument("--out", required=True, help="the .kvz file to write")
+    compress.set_defaults(handler=_compress)
 
     decompress = commands.add_parser("decompress", help="decode a .kvz file back into images (.npy and a PNG preview)")
     decompress.add_argument("run")
     decompress.add_argument("file", help="a .kvz file written by `kerasvae compress` with the same run")
-    decompress.add_argument("--out", required=True, help="the .npy file to write; a .png preview goes beside it")
+    decompress.add_argument("--out", default=None, help="the .npy file to write (default: FILE with .npy for its suffix); a PNG grid "
+                            "of the first 64 images goes beside it, named like it with .png")
     decompress.set_defaults(handler=_decompress)
 
     interpolate = _command(commands, "interpolate", _interpolate, "decode the latent path between two images into a PNG")
@@ -118,8 +129,10 @@ def _anomaly(args):
     from kerasvae.apps.baselines import PCABaseline
 
     model, config = training.load_run(args.run)
-    x_normal, y_normal = _images(args.normal, args.normal_split, config, None)
-    x, y = _images(args.data, args.split, config, args.limit)
+    # A one-class run (train --classes) calibrates on its own classes and counts every other label as an anomaly.
+    run_classes = config.get("classes") if args.normal is None and args.normal_class is None else None
+    x_normal, y_normal = _images(args.normal, args.normal_split, config, None, classes=run_classes)
+    x, y = _images(args.data, args.split, config, args.limit)  # all of it: the other classes are what gets scored
     is_anomaly = None
     if args.normal_class is not None:
         if y is None or y_normal is None:
@@ -128,6 +141,8 @@ def _anomaly(args):
         if not len(x_normal):
             raise ValueError(f"No calibration example has the label {args.normal_class}.")
         is_anomaly = y != args.normal_class
+    elif run_classes and y is not None:
+        is_anomaly = ~np.isin(y, run_classes)
     x_normal = x_normal[: _positive("--fit-limit", args.fit_limit)]
     detector = AnomalyDetector(model, args.method, args.num_samples)
     detector.fit(x_normal, quantile=args.quantile, false_positive_rate=args.false_positive_rate)
@@ -171,14 +186,19 @@ def _denoise(args):
 
 def _compress(args):
     from kerasvae import training
-    from kerasvae.apps.compression import compress, evaluate_compression
+    from kerasvae.apps.compression import evaluate_compression
 
     model, config = training.load_run(args.run)
-    x, _ = _images(args.data, args.split, config, args.limit)
-    x_fit, _ = _images(None, "train", config, _positive("--fit-limit", args.fit_limit))
+    num = _positive("--num", args.num)
+    x, _ = _images(args.data, args.split, config, num)
+    greyscale = {**config, "binarize": None}  # the reference of the PSNRs: the images before binarization
+    original, _ = _images(args.data, args.split, greyscale, num)
+    x_fit, _ = _images(None, "train", greyscale, _positive("--fit-limit", args.fit_limit))
+    report, outputs = evaluate_compression(model, x, args.delta, x_fit=x_fit, original=original)
     target = Path(args.out)
-    training.atomic_write(target, lambda tmp: Path(tmp).write_bytes(compress(model, x, args.delta)))
-    report, _ = evaluate_compression(model, x, args.delta, x_fit=x_fit)  # decodes too, for the PSNR
+    training.atomic_write(target, lambda tmp: Path(tmp).write_bytes(outputs["file"]))
+    # The keys name the reference: a binarized run's inputs are not what its PSNRs are measured against.
+    report["psnr_db_vs_greyscale"], report["pca_psnr_db_vs_greyscale"] = report.pop("psnr"), report.pop("pca_psnr")
     print(json.dumps({"run": str(args.run), "file": str(target), **report}))
 
 
@@ -190,14 +210,17 @@ def _decompress(args):
     path = Path(args.file)
     if not path.is_file():
         raise ValueError(f"{path} is not a file.")
+    target = Path(args.out) if args.out else path.with_suffix(".npy")
+    if target.suffix != ".npy":  # np.save would append .npy to the temporary name and leave the target empty
+        raise ValueError(f"--out names the .npy file to write, got {target}")
     blob = path.read_bytes()
     images = decompress(model, blob)
-    target = Path(args.out)
     training.atomic_write(target, lambda tmp: np.save(tmp, images))
-    preview = plots.image_grid(images[:16], target.with_suffix(".png"), title=f"the first {min(16, len(images))} of {len(images)} images in {path.name}")
+    shown = images[:64]
+    preview = plots.image_grid(shown, target.with_suffix(".png"), title=f"the first {len(shown)} of {len(images)} images in {path.name}")
     header = read_header(blob)
     print(json.dumps({"file": str(path), "out": str(target), "figure": str(preview), "num_images": header["num_images"],
-                      "delta": header["delta"], "bits_per_image": 8 * len(blob) / max(header["num_images"], 1)}))
+                      "delta": header["delta"], "bits_per_image": 8 * len(blob) / header["num_images"]}))
 
 
 def _interpolate(args):
@@ -322,13 +345,14 @@ def _impute(args):
 # === Helpers ===
 
 
-def _images(source, split, config, limit):
-    """(x, y) of `source` (a dataset name or path; None: the run's dataset, binarized as it trained)."""
+def _images(source, split, config, limit, classes=None):
+    """(x, y) of `source` (a dataset name or path; None: the run's dataset, binarized as it trained); only
+    `classes` when given."""
     from kerasvae import data, training
 
     if source is None:
-        return training.test_images(config, split, limit)
-    x, y = data.load_arrays(source, split)
+        return training.test_images(config, split, limit, classes=classes)
+    x, y = data.load_arrays(source, split, classes=classes)
     return (x[:limit], None if y is None else y[:limit]) if limit else (x, y)
 
 

@@ -110,7 +110,7 @@ def rate_distortion_figure(reports, path):
     ax.plot([r["pca_bits_per_image"] for r in reports], [r["pca_psnr"] for r in reports], marker="s", label=f"PCA-{dim} transform coding")
     for r in reports:
         ax.annotate(f"bin {r['delta']:g}", (r["bits_per_image"], r["psnr"]), textcoords="offset points", xytext=(4, -11), fontsize=8)
-    ax.set_xlabel("bits per image (arithmetic-coded file)")
+    ax.set_xlabel("bits per image (range-coded .kvz file)")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(f"rate-distortion (lossless zlib: {reports[0]['zlib_bits_per_image']:.0f} bits/image)")
     ax.grid(alpha=0.3)
