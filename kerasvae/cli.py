@@ -24,6 +24,7 @@ def _train(args):
             args.out,
             model=args.model,
             dataset=args.dataset,
+            classes=args.classes,
             binarize=args.binarize,
             epochs=args.epochs,
             latent_dim=args.latent_dim,
@@ -168,6 +169,9 @@ def build_parser():
     image_models = sorted(name.replace("_", "-") for name in IMAGE_PRESET_NAMES)
     train.add_argument("--model", default="vae", choices=image_models, help="an unconditional image preset")
     train.add_argument("--dataset", default="digits", help="digits, fashion_mnist, mnist, or a data path")
+    train.add_argument("--classes", type=int, nargs="+", default=None, metavar="LABEL",
+                       help="train on the examples of these labels only, e.g. the normal class for anomaly detection "
+                       "(default: all)")
     train.add_argument("--binarize", choices=["static", "dynamic"], default=None)
     train.add_argument("--epochs", type=int, default=None, help="default: the preset's (10; vae-best: 45)")
     train.add_argument("--latent-dim", type=int, default=None)

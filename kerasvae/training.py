@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerasvae import callbacks as kv_callbacks
 from kerasvae import data, distribute, optimizers, plots, presets, saving
 
 # Settings that may change when a crashed run is resumed; any other change needs a fresh run folder.
@@ -341,6 +342,10 @@ def train_run(
         callbacks = [
             history,
             keras.callbacks.TensorBoard(log_dir=str(folder / "logs")),
+            # Pictures each epoch for a person watching TensorBoard, on one machine: in a cluster every
+            # worker would write them, each from its own copy of the model.
+            *([kv_callbacks.ImageSummaries(folder / "logs" / "images", data.binarize_static(x_val[:8], seed) if binarize else x_val[:8])]
+              if figures and strategy in ("default", "mirrored") else []),
             guard,
             *([stopper] if stopper else []),
             RunBackup(folder / "backup", restore_dir=out / "backup"),
@@ -359,7 +364,7 @@ def train_run(
         atomic_write(folder / "model.keras", vae.save)
         if figures and chief:
             x_shown = data.binarize_static(x_test, seed) if binarize else x_test
-            write_figures(vae, x_shown[:2000], None if y_test is None else y_test[:2000], folder)
+            write_figures(vae, x_shown[:2000], None if y_test is None else y_test[:2000], folder, name=model, dataset=dataset)
         shutil.rmtree(folder / "backup", ignore_errors=True)  # only now: a kill before model.keras still resumes
     return vae, history.history
 
@@ -407,15 +412,19 @@ def _check_resumable(out, config):
         )
 
 
-def write_figures(model, x, labels, out):
-    """reconstructions.png, samples.png and latent_map.png in `out`, each written atomically; returns their paths."""
+def write_figures(model, x, labels, out, name=None, dataset=None):
+    """reconstructions.png, samples.png and latent_map.png in `out`, each written atomically and titled with
+    the preset `name` (else the model's class); returns their paths."""
     out = Path(out)
+    title = f"{name} ({model.latent_dim}-d latent)" if name else plots.model_title(model)
     paths = [
-        atomic_write(out / "reconstructions.png", lambda tmp: plots.save_reconstructions(model, x, tmp)),
-        atomic_write(out / "samples.png", lambda tmp: plots.save_samples(model, tmp)),
+        atomic_write(out / "reconstructions.png",
+                     lambda tmp: plots.save_reconstructions(model, x, tmp, title=f"{title}: inputs and their reconstructions")),
+        atomic_write(out / "samples.png", lambda tmp: plots.save_samples(model, tmp, title=f"{title}: samples from the prior")),
     ]
     if len(x) > 1:
-        paths.append(atomic_write(out / "latent_map.png", lambda tmp: plots.save_latent_map(model, x, labels, tmp)))
+        paths.append(atomic_write(out / "latent_map.png", lambda tmp: plots.save_latent_map(
+            model, x, labels, tmp, class_names=plots.class_names(dataset), title=f"{title}: posterior means")))
     return paths
 
 

@@ -79,7 +79,7 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False, tflite
         web_runtime = resolve_runtime(web_runtime)
     x_train = labels = None
     if tflite:  # read before anything is written: int8 calibration and the demo's latent ranking need it
-        x_train, y_train = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES)
+        x_train, y_train = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES, classes=config.get("classes"))
         labels = None if model.num_classes is None else np.asarray(y_train, np.int32)
     description = describe_model(model, x_train, labels, Path(to).name, author, license)
     history_path = Path(run) / "history.json"
