@@ -1,5 +1,6 @@
 """Serving: TF Serving clients (gRPC `Client`, REST `RestClient`) and an embedded server that speaks the
-same protocol (`kerasvae serve`, `Server`)."""
+same protocol (`kerasvae serve`, `Server`). Importing this package loads numpy and the standard library
+only, so `RestClient` works without TensorFlow; `Client` and the server import what they need when used."""
 
 from kerasvae.serving.client import Client, RestClient, ServingClientError
 
@@ -12,4 +13,4 @@ def __getattr__(name):
         from kerasvae.serving import server
 
         return getattr(server, name)
-    raise AttributeError(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,18 +1,29 @@
 """Clients for TF Serving's PredictionService: gRPC (`Client`) and REST (`RestClient`). Both work against
 a real `tensorflow_model_server` and against `kerasvae serve`; numpy in, numpy (or dicts of numpy) out.
 
-    c = Client("localhost:8500", model_name="fmnist")
+    c = RestClient("localhost:8501", model_name="fmnist")   # or Client("localhost:8500", ...)
     c.encode(x); c.decode(z); c.reconstruct(x); c.sample(16, seed=(1, 2)); c.score(x); c.metadata()
+
+This module imports only numpy and the standard library: `RestClient` works where TensorFlow is not
+installed. `Client` imports grpc and TF Serving's protos (which import TensorFlow) when it is created.
 """
 
+import base64
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
 
 BATCHED_SIGNATURES = ("encode", "decode", "reconstruct", "score", "serving_default")
+# TF's DataType enum names, as TF Serving's JSON writes them, -> the dtype names metadata() returns.
+DTYPES = {
+    "DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_HALF": "float16", "DT_BFLOAT16": "bfloat16",
+    "DT_INT8": "int8", "DT_INT16": "int16", "DT_INT32": "int32", "DT_INT64": "int64", "DT_UINT8": "uint8",
+    "DT_UINT16": "uint16", "DT_UINT32": "uint32", "DT_UINT64": "uint64", "DT_BOOL": "bool", "DT_STRING": "string",
+}
 
 
 class ServingClientError(RuntimeError):
@@ -65,7 +76,9 @@ class _SignatureClient:
 
 
 class Client(_SignatureClient):
-    """gRPC client on TF Serving's generated stubs.
+    """gRPC client on TF Serving's generated stubs. Creating the first one in a process imports grpc and TF
+    Serving's protos, and with them TensorFlow: about 4 s (importing `RestClient` takes about 0.07 s, numpy
+    being most of it).
 
     Args:
         target: str. host:port of the gRPC endpoint.
@@ -123,7 +136,8 @@ class Client(_SignatureClient):
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
 
     def metadata(self):
-        """{signature: {"inputs": {key: (dtype, shape)}, "outputs": {...}}} from GetModelMetadata."""
+        """{signature: {"inputs": {key: (dtype name, shape)}, "outputs": {...}}} from GetModelMetadata; a
+        shape is a list of sizes (-1 where any size goes), or None when even its rank is unknown."""
         import tensorflow as tf
         from tensorflow_serving.apis import get_model_metadata_pb2
 
@@ -134,7 +148,10 @@ class Client(_SignatureClient):
         response.metadata["signature_def"].Unpack(signature_map)
 
         def tensors(infos):
-            return {k: (tf.dtypes.as_dtype(v.dtype).name, [d.size for d in v.tensor_shape.dim]) for k, v in infos.items()}
+            return {
+                key: (tf.dtypes.as_dtype(info.dtype).name, None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim])
+                for key, info in infos.items()
+            }
 
         return {
             name: {"inputs": tensors(sig.inputs), "outputs": tensors(sig.outputs)}
@@ -157,8 +174,11 @@ class Client(_SignatureClient):
 
 
 class RestClient(_SignatureClient):
-    """REST client for TF Serving's JSON API (`POST /v1/models/<name>[/versions/<v>]:predict` with
-    "signature_name" and columnar "inputs").
+    """REST client for TF Serving's JSON API: `POST /v1/models/<name>[/versions/<v>]:predict` with
+    "signature_name" and columnar "inputs". Needs numpy and the standard library only.
+
+    TF Serving's JSON carries no dtypes and leaves out the name of a signature's only output, so the client
+    reads the model's metadata once (one GET, on the first predict) to name and type what comes back.
 
     Args:
         target: str. host:port (or http://host:port) of the REST endpoint.
@@ -169,38 +189,63 @@ class RestClient(_SignatureClient):
         super().__init__(model_name, version, max_batch)
         self.base = (target if target.startswith("http") else f"http://{target}").rstrip("/")
         self.timeout = float(timeout)
+        self.signatures = None  # metadata(), once needed
 
     def _url(self, suffix=""):
         version = f"/versions/{self.version}" if self.version is not None else ""
-        return f"{self.base}/v1/models/{self.model_name}{version}{suffix}"
+        return f"{self.base}/v1/models/{urllib.parse.quote(self.model_name, safe='')}{version}{suffix}"
 
     def _request(self, url, body=None):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                return json.loads(response.read())  # TF Serving writes NaN and Infinity, which json reads
         except urllib.error.HTTPError as error:
             payload = error.read().decode(errors="replace")
             try:
                 message = json.loads(payload).get("error", payload)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, AttributeError):
                 message = payload
             raise ServingClientError(error.code, message) from None
 
     def _predict(self, signature, inputs):
         body = {"signature_name": signature, "inputs": {k: v.tolist() for k, v in inputs.items()}}
         outputs = self._request(self._url(":predict"), body)["outputs"]
-        if not isinstance(outputs, dict):  # TF Serving unwraps a single output
-            outputs = {self._single_output(signature): outputs}
-        return {k: np.asarray(v, np.int32 if k == "codes" else np.float32) for k, v in outputs.items()}
-
-    def _single_output(self, signature):
-        return {"reconstruct": "reconstruction", "serving_default": "reconstruction", "sample": "x"}.get(signature, "output")
+        if self.signatures is None:
+            self.signatures = self.metadata()
+        specs = self.signatures[signature]["outputs"]
+        if len(specs) == 1:  # TF Serving writes a single output's value without its name
+            outputs = {next(iter(specs)): outputs}
+        return {key: _array(value, specs[key][0], key) for key, value in outputs.items()}
 
     def metadata(self):
+        """As `Client.metadata`, read from TF Serving's JSON (DT_FLOAT dtypes, sizes as strings)."""
         signatures = self._request(self._url("/metadata"))["metadata"]["signature_def"]["signature_def"]
-        return {name: {"inputs": s["inputs"], "outputs": s["outputs"]} for name, s in signatures.items() if not name.startswith("__")}
+
+        def tensors(infos):
+            return {
+                key: (DTYPES.get(info["dtype"], info["dtype"]),
+                      None if info["tensor_shape"].get("unknown_rank") else [int(d["size"]) for d in info["tensor_shape"].get("dim", [])])
+                for key, info in infos.items()
+            }
+
+        return {
+            name: {"inputs": tensors(s.get("inputs", {})), "outputs": tensors(s.get("outputs", {}))}
+            for name, s in signatures.items()
+            if not name.startswith("__")
+        }
 
     def status(self):
+        """[{"version": int, "state": str}] from the model status endpoint."""
         return [{"version": int(s["version"]), "state": s["state"]} for s in self._request(self._url())["model_version_status"]]
+
+
+def _array(value, dtype, key):
+    """A JSON output as numpy: strings as bytes objects (base64-decoded for a name ending in "_bytes", as TF
+    Serving writes those), everything else in the signature's dtype."""
+    if dtype != "string":
+        return np.asarray(value, dtype=dtype)
+    array = np.asarray(value, dtype=object)
+    decode = (lambda v: base64.b64decode(v["b64"])) if key.endswith("_bytes") else (lambda v: v.encode())
+    return np.vectorize(decode, otypes=[object])(array) if array.size else array

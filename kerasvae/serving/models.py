@@ -131,10 +131,10 @@ class LoadedVersion:
             raise ValueError("saved_model.pb holds no MetaGraph")
         screen_graph(saved_model)
         self.module = tf.saved_model.load(str(path), tags=["serve"])
-        self.signature_defs = {
-            key: value for key, value in saved_model.meta_graphs[0].signature_def.items() if not key.startswith("__")
-        }
-        self.functions = {key: self.module.signatures[key] for key in self.signature_defs}
+        # Every SignatureDef, "__saved_model_init_op" included, as TF Serving's GetModelMetadata reports them;
+        # only the others can be called.
+        self.signature_defs = dict(saved_model.meta_graphs[0].signature_def)
+        self.functions = {key: self.module.signatures[key] for key in self.signature_defs if not key.startswith("__")}
 
     def input_specs(self, signature):
         """{input key: tf.TensorSpec} of a signature; INVALID_ARGUMENT naming the signatures if it is unknown."""
@@ -199,10 +199,39 @@ class LoadedVersion:
             raise ServingError("INVALID_ARGUMENT", f"The model rejected the inputs: {clip(error.message, 300)}") from None
         except tf.errors.ResourceExhaustedError as error:
             raise ServingError("RESOURCE_EXHAUSTED", f"Out of memory running \"{signature}\": {clip(error.message, 300)}") from None
-        return {key: value.numpy() for key, value in outputs.items()}
+        # A scalar string comes out of .numpy() as bytes: make every output an array, strings of dtype object.
+        return {key: np.asarray(value.numpy(), dtype=object if value.dtype == tf.string else None) for key, value in outputs.items()}
+
+    def example_method_error(self, method, signature):
+        """The ServingError a Classify or Regress call ("classify" or "regress") on `signature` gets: TF
+        Serving's INVALID_ARGUMENT for a signature it could not run either (classifier.cc, regressor.cc, under
+        its default --enable_signature_method_name_check=false), else UNIMPLEMENTED: this server does not
+        parse tf.Examples."""
+        definition = self.signature_defs.get(signature)
+        kind = "classification" if method == "classify" else "regression"
+        if definition is None:
+            return ServingError("INVALID_ARGUMENT", f"No signature was found with the name: {clip(signature)}")
+        if len(definition.inputs) != 1:
+            return ServingError("INVALID_ARGUMENT", "Expected one input Tensor.")
+        if method == "classify" and len(definition.outputs) not in (1, 2):
+            return ServingError("INVALID_ARGUMENT", f"Expected one or two output Tensors, found {len(definition.outputs)}")
+        if method == "regress" and len(definition.outputs) != 1:
+            return ServingError("INVALID_ARGUMENT", "Expected one output Tensor.")
+        text = clip(text_format.MessageToString(definition), 2000)
+        if "inputs" not in definition.inputs:
+            return ServingError("INVALID_ARGUMENT", f"No {kind} inputs found in SignatureDef: {text}")
+        if method == "classify" and not {"classes", "scores"} & set(definition.outputs):
+            return ServingError("INVALID_ARGUMENT", 'Expected classification signature outputs to contain at least one of '
+                                f'"classes" or "scores". Signature was: {text}')
+        if method == "regress" and "outputs" not in definition.outputs:
+            return ServingError("INVALID_ARGUMENT", f"No regression outputs found in SignatureDef: {text}")
+        return ServingError("UNIMPLEMENTED", f"{method.capitalize()} runs tf.Example signatures, which kerasvae serve does not; "
+                            f"call :predict on \"{clip(signature)}\" instead")
 
 
 def _numpy_dtype(value):
+    if value.dtype.kind in "OSU":  # strings: bytes objects as tf.make_ndarray and the REST reader give them
+        return tf.string
     try:
         return tf.dtypes.as_dtype(value.dtype)
     except TypeError:  # e.g. object arrays of JSON values
@@ -279,17 +308,27 @@ class ModelRegistry:
         return False
 
     def get(self, name, version=None, label=""):
-        """The LoadedVersion a request names: NOT_FOUND for a model or version not served, INVALID_ARGUMENT
-        for a malformed name or any version label (none are configured)."""
+        """The LoadedVersion a request names: INVALID_ARGUMENT for any version label (none are configured;
+        TF Serving looks the label up before the model), NOT_FOUND for a model or version not served,
+        INVALID_ARGUMENT for a malformed name."""
+        if label:
+            raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
         models = self.models
         if name not in models:
             check_model_name(name)
-            raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
-        if label:
-            raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
-        loaded = models[name]
+        if name not in models or version not in (None, models[name].version):
+            request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+        return models[name]
+
+    def status(self, name, version=None):
+        """The LoadedVersion GetModelStatus reports, with TF Serving's NOT_FOUND messages; like TF Serving's,
+        it ignores version labels."""
+        loaded = self.models.get(name)
+        if loaded is None:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {clip(name)}")
         if version is not None and version != loaded.version:
-            raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
+            raise ServingError("NOT_FOUND", f"Could not find version {version} of model {clip(name)}")
         return loaded
 
 
