@@ -66,7 +66,7 @@ def _demo(args):
     start = time.time()
     print(f"kerasvae demo: training the classic VAE on {dataset} (dynamic binarization) into {out}/")
     model, _ = training.train_run(
-        out, model="mlp_vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
+        out, model="mlp-vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
         latent_dim=32 if dataset == "fashion_mnist" else 8, verbose=2, force=True,  # the demo's own folder
     )
     x, _ = training.test_images(json.loads((out / "config.json").read_text()), limit=1000)
@@ -115,6 +115,7 @@ def _serve(args):
         args.saved_models, port=args.port, rest_port=args.rest_port, host=args.host, model_config=args.model_config,
         poll_seconds=args.poll_seconds, max_batch_size=args.max_batch_size, max_request_bytes=args.max_request_bytes,
         max_concurrent_requests=args.max_concurrent_requests, request_timeout=args.request_timeout,
+        log_requests=args.log_requests,
     )
 
 
@@ -250,6 +251,9 @@ def build_parser():
     serve.add_argument("--max-request-bytes", type=int, default=64 << 20)
     serve.add_argument("--max-concurrent-requests", type=int, default=64)
     serve.add_argument("--request-timeout", type=float, default=30.0, help="seconds a request may take (DEADLINE_EXCEEDED)")
+    serve.add_argument("--log-requests", action="store_true",
+                       help="one access line per REST and gRPC request on stderr (time, peer, method, model, version, "
+                       "signature, status, ms, bytes)")
     serve.set_defaults(handler=_serve)
 
     info = commands.add_parser("info", help="versions, devices and active acceleration")
@@ -275,6 +279,7 @@ def main(argv=None):
         if value is not None and value < 1:
             print(f"kerasvae {args.command}: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
             return 2
+    was_enabled = progress.enabled()
     progress.enable(not args.quiet)
     try:
         if getattr(args, "run", None) is not None:
@@ -287,6 +292,8 @@ def main(argv=None):
     except OSError as error:  # a path the user named cannot be read or written (missing, read-only, full disk)
         print(f"kerasvae {args.command}: {error.strerror or error}{f': {error.filename}' if error.filename else ''}", file=sys.stderr)
         return 2
+    finally:
+        progress.enable(was_enabled)  # main() called in-process (tests, notebooks) leaves the switch as it was
     return 0
 
 

@@ -311,7 +311,7 @@ def train_run(
         averaged = {"use_ema": True, "ema_momentum": weight_averaging} if weight_averaging else {}
         vae.compile(optimizer=optimizers.Adam(learning_rate, **averaged), jit_compile="auto" if xla is None else bool(xla))
     config = {
-        "model": model,
+        "model": model.replace("_", "-"),  # the CLI's spelling, whichever the caller used
         "dataset": str(dataset),
         "classes": classes,
         "binarize": binarize,

@@ -55,6 +55,15 @@ def test_evaluate_prints_one_json_object(run_folder):
     assert report["num_examples"] == 100 and report["nll"] < -report["elbo"]
 
 
+def test_evaluate_reports_progress_on_stderr_unless_quiet(run_folder, capsys):
+    assert cli.main(["evaluate", str(run_folder), "--num-samples", "5", "--limit", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert "IWAE NLL, k=5: 20/20 images (100%)" in err and json.loads(out)["nll"] > 0
+    assert cli.main(["evaluate", str(run_folder), "--num-samples", "5", "--limit", "20", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "IWAE NLL" not in err and json.loads(out)["nll"] > 0
+
+
 def test_sample_and_reconstruct_write_pngs(run_folder, tmp_path):
     assert cli.main(["sample", str(run_folder), "--num", "8", "--output", str(tmp_path / "s.png")]) == 0
     assert cli.main(["reconstruct", str(run_folder), "--num", "8", "--output", str(tmp_path / "r.png")]) == 0
