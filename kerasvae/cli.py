@@ -37,6 +37,7 @@ def _train(args):
             precision=args.precision,
             xla=args.xla,
             force=args.force,
+            verbose=0 if args.quiet else "auto",
         )
     except tf.errors.UnavailableError as error:  # a peer of the cluster died: not bad input, a crash to resume
         message = str(error).strip().splitlines()[0]
