@@ -4,8 +4,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvae import plots
-
 PANEL_GAP = 8  # grey pixels between the inputs panel and the reconstructions panel
 CELL_PIXELS = 48  # small images are enlarged (by a whole factor, nearest pixel) to at least this size
 
@@ -59,6 +57,10 @@ class ImageSummaries(keras.callbacks.Callback):
             tf.summary.image("reconstructions", self.reconstruction_picture()[None],
                              description="left: the inputs; right: their reconstructions, in the same places")
             if callable(getattr(self.model, "sample", None)):
+                from kerasvae import (
+                    plots,  # matplotlib: only once there is something to draw
+                )
+
                 samples = plots.draw_samples(self.model, self.num_samples, self.seed)
                 tf.summary.image("samples", picture(samples, _square_columns(self.num_samples))[None],
                                  description=f"{self.num_samples} prior samples, seed {self.seed}: the same draws every epoch")
@@ -82,6 +84,8 @@ class ImageSummaries(keras.callbacks.Callback):
 def picture(images, ncols):
     """images [n, ...] in [0, 1] tiled `ncols` to a row (kerasvae.plots.tile) after enlarging them to
     CELL_PIXELS, as uint8 [height, width, channels] for tf.summary.image."""
+    from kerasvae import plots
+
     images = plots.as_images(images)
     zoom = enlargement(images.shape[1:3])
     images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
@@ -96,3 +100,33 @@ def enlargement(shape):
 
 def _square_columns(n):
     return max(1, int(np.ceil(np.sqrt(n))))
+
+
+class ValidateAveragedWeights(keras.callbacks.Callback):
+    """With a weight average (the optimizer's `use_ema`), `fit` trains the last step's weights but ends by
+    replacing them with the average; this callback lets each validation see the average too, so `val_*`
+    describe the model that will be saved. A kerasvae model's `fit` adds it by itself; no effect without a
+    weight average."""
+
+    def on_test_begin(self, logs=None):
+        self._trained = swap_in_weight_average(self.model)
+
+    def on_test_end(self, logs=None):
+        restore_weights(self.model, self._trained)
+
+
+def swap_in_weight_average(model):
+    """Put the optimizer's weight average (its `use_ema`) into the model's trainable weights; returns the
+    trained values to put back with `restore_weights`, or None where the optimizer keeps no average."""
+    optimizer = getattr(model, "optimizer", None)
+    if not (getattr(optimizer, "use_ema", False) and optimizer.built):
+        return None
+    trained = [np.asarray(weight) for weight in model.trainable_weights]
+    optimizer.finalize_variable_values(model.trainable_weights)
+    return trained
+
+
+def restore_weights(model, trained):
+    for weight, value in zip(model.trainable_weights, trained or ()):
+        weight.assign(value)
+

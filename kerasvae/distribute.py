@@ -182,6 +182,7 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
     dataset_fn = x if callable(x) and not isinstance(x, tf.data.Dataset) else None
     if steps_per_epoch is None:
         steps_per_epoch = _cardinality(x if dataset_fn is None else dataset_fn(tf.distribute.InputContext()))
+    model.plan_run(epochs * steps_per_epoch)  # as model.fit does: the step schedules fit the run
     if not model.optimizer.built:  # its variables go on the ps tasks, not into a worker's step
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)

@@ -6,14 +6,36 @@ latent size; everything else is a keyword argument passed through to the model c
 4
 """
 
+import functools
 import math
 
 import keras
 
-from kerasvae import corruptions, networks, priors, sparsity
+from kerasvae import corruptions, networks, priors, recipes, sparsity
 from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE
+from kerasvae.recipes import Recipe
 
 CLASSIC_HIDDEN = (512, 256)
+KL_WARMUP_SHARE = 0.4  # a preset's KL warm-up takes at most this share of a run's steps (Recipe.kl_warmup_share)
+TUNED = Recipe(kl_warmup_share=KL_WARMUP_SHARE)  # the recipe of the presets not tuned otherwise
+
+
+def preset(recipe):
+    """Marks a model builder as a preset trained by `recipe` (a kerasvae.recipes.Recipe): the models it
+    builds carry the recipe, which `compile()` and `fit` apply, unless the call passes its own `recipe=`.
+    The builder's `.recipe` names it."""
+
+    def mark(build):
+        @functools.wraps(build)
+        def build_with_recipe(*args, recipe=None, **kwargs):
+            model = build(*args, **kwargs)
+            model.recipe = recipes.get(build_with_recipe.recipe if recipe is None else recipe)
+            return model
+
+        build_with_recipe.recipe = recipe
+        return build_with_recipe
+
+    return mark
 
 
 def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=False, activation="relu", encoder=None,
@@ -30,11 +52,13 @@ def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=F
     )
 
 
+@preset(TUNED)
 def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
     """The classic VAE: input-512-256-latent MLP encoder, its mirror as decoder, Bernoulli likelihood."""
     return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
+@preset(Recipe(weight_averaging=0.999, kl_warmup_share=KL_WARMUP_SHARE))
 def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 1024, 512), encoder_filters=(32, 64, 128), latent_skip=True,
         num_samples=10, gradient_estimator="dreg", kl_warmup_steps=5000, likelihood="bernoulli", activation="relu", **kwargs):
     """The default VAE, tuned for test log-likelihood at a CPU budget: a strided Conv2D encoder torso
@@ -66,6 +90,7 @@ def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 1024, 512), encode
                       num_samples=num_samples, gradient_estimator=gradient_estimator, kl_warmup_steps=kl_warmup_steps, **kwargs)
 
 
+@preset(Recipe(epochs=45, weight_averaging=0.999, kl_warmup_share=KL_WARMUP_SHARE))
 def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_samples=5, hidden=(1024, 512),
              encoder_filters=None, latent_skip=False, gradient_estimator="reparameterized", seed=None, **kwargs):
     """The best recipe for a one-hour CPU budget: the MLP `vae` network as it was before its conv encoder,
@@ -84,6 +109,7 @@ def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_sam
                latent_skip=latent_skip, gradient_estimator=gradient_estimator, seed=seed, **kwargs)
 
 
+@preset(TUNED)
 def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihood="bernoulli", **kwargs):
     """A convolutional VAE: strided Conv2D encoder, Conv2DTranspose decoder, per-pixel likelihood head."""
     return VAE(
@@ -96,27 +122,32 @@ def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihoo
     )
 
 
+@preset(TUNED)
 def mlp_ae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
     """A deterministic MLP autoencoder with the classic widths."""
     return _mlp_model(Autoencoder, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
+@preset(TUNED)
 def stacked_ae(input_shape=(28, 28, 1), latent_dim=30, hidden=(1000, 500, 250), likelihood="bernoulli", **kwargs):
     """The deep autoencoder of Hinton & Salakhutdinov (2006), 784-1000-500-250-30 with a mirrored decoder;
     pretrain it greedily with `kerasvae.pretraining.pretrain_layerwise`, then `fit` it end to end."""
     return mlp_ae(input_shape, latent_dim, hidden=hidden, likelihood=likelihood, **kwargs)
 
 
+@preset(TUNED)
 def sparse_ae(input_shape=(28, 28, 1), latent_dim=64, target=0.05, weight=1.0, **kwargs):
     """A sparse autoencoder: sigmoid codes pushed to fire at mean rate `target` (KL sparsity)."""
     return mlp_ae(input_shape, latent_dim, sparsity=sparsity.KLSparsity(target, weight), **kwargs)
 
 
+@preset(TUNED)
 def denoising_ae(input_shape=(28, 28, 1), latent_dim=32, stddev=0.3, **kwargs):
     """A denoising autoencoder: Gaussian input noise in training, loss against the clean input."""
     return mlp_ae(input_shape, latent_dim, corruption=corruptions.GaussianNoise(stddev), **kwargs)
 
 
+@preset(TUNED)
 def vqvae(
     input_shape=(28, 28, 1),
     num_embeddings=256,
@@ -174,6 +205,7 @@ def _grid_decoder(target_shape, filters):
     )
 
 
+@preset(TUNED)
 def binary_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
     """Binary codes for semantic hashing: latent_dim Bernoulli bits behind the classic MLP torsos, relaxed in
     training with the temperature annealed from 1 to 0.5 (anneal_rate 1e-4 per step)."""
@@ -181,6 +213,7 @@ def binary_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, li
     return _mlp_model(DiscreteVAE, input_shape, latent_dim, hidden, likelihood, code="binary", **kwargs)
 
 
+@preset(TUNED)
 def gumbel_vae(input_shape=(28, 28, 1), num_latents=30, num_categories=10, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
     """The Gumbel-softmax VAE of Jang et al. 2017: num_latents one-hot codes of num_categories each (30 x 10),
     the classic MLP torsos, the temperature annealed from 1 to 0.5. num_latents=1 with one category per
@@ -198,6 +231,7 @@ def gumbel_vae(input_shape=(28, 28, 1), num_latents=30, num_categories=10, hidde
     )
 
 
+@preset(TUNED)
 def conditional_vae(input_shape=(28, 28, 1), num_classes=10, latent_dim=16, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
     """The classic MLP VAE conditioned on a label (one-hot joined to encoder features and to z)."""
     return _mlp_model(ConditionalVAE, input_shape, latent_dim, hidden, likelihood, num_classes=num_classes, **kwargs)
@@ -214,6 +248,7 @@ def _sequence_model(model_class, input_shape, latent_dim, units, cell, unroll, *
     )
 
 
+@preset(TUNED)
 def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", free_bits=0.25, unroll=False, **kwargs):
     """A recurrent VAE for series [time, channels]: bidirectional GRU/LSTM encoder, GRU/LSTM decoder fed the
     projected z at every step, Gaussian likelihood with a learned scale. Free bits keep the decoder from
@@ -222,6 +257,7 @@ def sequence_vae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", fr
     return _sequence_model(VAE, input_shape, latent_dim, units, cell, unroll, free_bits=free_bits, **kwargs)
 
 
+@preset(TUNED)
 def sequence_ae(input_shape=(64, 1), latent_dim=16, units=(64,), cell="gru", unroll=False, **kwargs):
     """The deterministic recurrent autoencoder, for reconstruction-based anomaly detection on series."""
     return _sequence_model(Autoencoder, input_shape, latent_dim, units, cell, unroll, **kwargs)
@@ -246,17 +282,6 @@ PRESETS = {
 }
 
 
-# Training settings a preset was tuned with, where they differ from DEFAULT_TRAINING (see training_defaults);
-# keyed by the preset function, so every name of a preset (aliases, '-' or '_') finds them.
-# weight_averaging is the momentum of the exponential moving average of the weights that the trained model
-# keeps (Keras's optimizer `use_ema`); None keeps the last step's weights.
-TRAINING = {
-    vae: {"weight_averaging": 0.999},
-    vae_best: {"epochs": 45, "weight_averaging": 0.999},
-}
-DEFAULT_TRAINING = {"epochs": 10, "batch_size": 128, "learning_rate": 1e-3, "weight_averaging": None}
-
-
 def training_defaults(name):
     """{"epochs", "batch_size", "learning_rate", "weight_averaging"} the preset `name` was tuned with: what
     `kerasvae train` and `kerasvae.training.train_run` use when not told otherwise.
@@ -265,7 +290,8 @@ def training_defaults(name):
     >>> kv.presets.training_defaults("vae-best")
     {'epochs': 45, 'batch_size': 128, 'learning_rate': 0.001, 'weight_averaging': 0.999}
     """
-    return {**DEFAULT_TRAINING, **TRAINING.get(get(name), {})}
+    recipe = get(name).recipe
+    return {key: getattr(recipe, key) for key in ("epochs", "batch_size", "learning_rate", "weight_averaging")}
 
 
 def get(name):

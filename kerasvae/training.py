@@ -10,9 +10,9 @@ local GPU, or on every worker of a cluster.
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
-import math
 import os
 import shutil
 import sys
@@ -24,12 +24,12 @@ import keras
 import numpy as np
 
 from kerasvae import callbacks as kv_callbacks
-from kerasvae import data, distribute, optimizers, plots, presets, saving
+from kerasvae import data, distribute, plots, presets, saving
+from kerasvae.callbacks import ValidateAveragedWeights  # noqa: F401 (still importable from here)
 
 # Settings that may change when a crashed run is resumed; any other change needs a fresh run folder.
 RESUMABLE_CHANGES = ("epochs", "strategy", "num_replicas", "xla")
 VALIDATION_SHARE = 1 / 6  # of the training images, held out to stop on when early stopping (60,000 -> 10,000)
-KL_WARMUP_SHARE = 0.4  # of a run's steps, at most, for a preset's KL warm-up (see _fit_kl_warmup_to_run)
 RUN_FILES = ("config.json", "history.json", "model.keras", "reconstructions.png", "samples.png", "latent_map.png")
 
 
@@ -118,34 +118,6 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         write_json(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
-def _swap_in_weight_average(model):
-    """Put the optimizer's weight average (its `use_ema`) into the model's trainable weights; returns the
-    trained values to put back with `_restore_weights`, or None where the optimizer keeps no average."""
-    optimizer = getattr(model, "optimizer", None)
-    if not (getattr(optimizer, "use_ema", False) and optimizer.built):
-        return None
-    trained = [np.asarray(weight) for weight in model.trainable_weights]
-    optimizer.finalize_variable_values(model.trainable_weights)
-    return trained
-
-
-def _restore_weights(model, trained):
-    for weight, value in zip(model.trainable_weights, trained or ()):
-        weight.assign(value)
-
-
-class ValidateAveragedWeights(keras.callbacks.Callback):
-    """With a weight average (the optimizer's `use_ema`, see `train_run`'s weight_averaging), `fit` trains the
-    last step's weights but ends by replacing them with the average; this callback lets each validation see
-    the average too, so `val_*` describe the model that will be saved. No effect without a weight average."""
-
-    def on_test_begin(self, logs=None):
-        self._trained = _swap_in_weight_average(self.model)
-
-    def on_test_end(self, logs=None):
-        _restore_weights(self.model, self._trained)
-
-
 class StopAtBestValidation(keras.callbacks.EarlyStopping):
     """Keras's EarlyStopping on val_loss with restore_best_weights, keeping the weights that validation saw:
     with a weight average, the best epoch's average (not its last step's weights, which no validation
@@ -172,11 +144,11 @@ class StopAtBestValidation(keras.callbacks.EarlyStopping):
             self.best, self.wait = losses[self.best_epoch], epoch - 1 - self.best_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        trained = _swap_in_weight_average(self.model)
+        trained = kv_callbacks.swap_in_weight_average(self.model)
         try:
             super().on_epoch_end(epoch, logs)
         finally:
-            _restore_weights(self.model, trained)
+            kv_callbacks.restore_weights(self.model, trained)
         if self._best_path and self.best_epoch == epoch:
             atomic_write(self._best_path, lambda tmp: np.savez(tmp, *self.best_weights))
 
@@ -271,13 +243,13 @@ def train_run(
     finished = (out / "model.keras").is_file() and not (out / "backup").exists()
     if finished and not force:
         raise ValueError(f"{out} holds a finished run; pass --force to train over it, or choose another --out.")
-    tuned = presets.training_defaults(model)
-    epochs = tuned["epochs"] if epochs is None else epochs
-    batch_size = tuned["batch_size"] if batch_size is None else batch_size
-    learning_rate = tuned["learning_rate"] if learning_rate is None else learning_rate
-    weight_averaging = (tuned["weight_averaging"] if weight_averaging is None else weight_averaging) or None
-    if weight_averaging is not None and not 0 < weight_averaging < 1:
-        raise ValueError(f"weight_averaging must be a momentum in (0, 1), or 0 for none; got {weight_averaging}")
+    # The preset's recipe with what the caller set: the model carries it, and compile() and fit() apply it
+    # as they do in a Keras script.
+    recipe = presets.get(model).recipe.replace(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    if weight_averaging is not None:
+        recipe = dataclasses.replace(recipe, weight_averaging=weight_averaging or None)  # 0: none
+    epochs, batch_size = recipe.epochs, recipe.batch_size
+    learning_rate, weight_averaging = recipe.learning_rate, recipe.weight_averaging
     early_stopping = early_stopping or None
     if early_stopping is not None and (int(early_stopping) != early_stopping or early_stopping < 1):
         raise ValueError(f"early_stopping must be a patience of at least 1 epoch, or 0 for none; got {early_stopping}")
@@ -306,10 +278,8 @@ def train_run(
     if latent_dim:
         options["latent_dim"] = int(latent_dim)
     with distribute.precision(precision), strat.scope():
-        vae = presets.get(model)(**options)
-        _fit_kl_warmup_to_run(vae, epochs * math.ceil(len(x_train) / batch_size))
-        averaged = {"use_ema": True, "ema_momentum": weight_averaging} if weight_averaging else {}
-        vae.compile(optimizer=optimizers.Adam(learning_rate, **averaged), jit_compile="auto" if xla is None else bool(xla))
+        vae = presets.get(model)(**options, recipe=recipe)
+        vae.compile(jit_compile="auto" if xla is None else bool(xla))
     config = {
         "model": model.replace("_", "-"),  # the CLI's spelling, whichever the caller used
         "dataset": str(dataset),
@@ -349,7 +319,7 @@ def train_run(
             guard,
             *([stopper] if stopper else []),
             RunBackup(folder / "backup", restore_dir=out / "backup"),
-            ValidateAveragedWeights(),
+            kv_callbacks.ValidateAveragedWeights(),
         ]
         if verbose == "auto":  # a progress bar for a person, one line per epoch for logs
             verbose = 1 if sys.stdout.isatty() else 2
@@ -386,15 +356,6 @@ def _writable_folder(out, chief, task):
     finally:
         if not chief:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _fit_kl_warmup_to_run(model, run_steps):
-    # A preset's KL warm-up counts steps of a Fashion-MNIST-sized run (vae: 5,000 of 14,070 in 30 epochs);
-    # a short run (digits: 12 steps an epoch) would end before its KL weight reached beta, with a model
-    # trained mostly as an autoencoder. So the warm-up takes at most this share of the run.
-    longest = int(KL_WARMUP_SHARE * run_steps)
-    if getattr(model, "kl_warmup_steps", 0) > longest:
-        model.kl_warmup_steps = max(1, longest)
 
 
 def _check_resumable(out, config):

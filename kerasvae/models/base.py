@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kerasvae import objectives, optimizers
+from kerasvae import callbacks as kv_callbacks
+from kerasvae import objectives, optimizers, recipes
 from kerasvae._tfp import stateless_seed
 
 # compile()'s default on one device: train steps per call into TensorFlow (see compile).
@@ -43,6 +44,22 @@ def all_replicas(t):
 def _multi_worker(strategy):
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
+
+
+def run_steps(x, batch_size, epochs, steps_per_epoch=None, validation_split=0.0):
+    """Optimizer steps of a `fit(x, batch_size=..., epochs=..., steps_per_epoch=...)` call, or None where they
+    are unknown (a generator, a dataset of unknown or infinite length)."""
+    if steps_per_epoch is None:
+        if isinstance(x, tf.data.Dataset):
+            steps_per_epoch = int(x.cardinality())
+            if steps_per_epoch < 0:
+                return None
+        elif hasattr(x, "shape") and len(getattr(x, "shape", ())):
+            examples = int(x.shape[0] * (1 - validation_split))
+            steps_per_epoch = math.ceil(examples / (batch_size or 32))  # Keras's default batch for arrays
+        else:
+            return None
+    return int(epochs) * int(steps_per_epoch)
 
 
 def batch_function(method):
@@ -87,6 +104,9 @@ class LatentVariableModel(keras.Model):
             signature as `is_anomaly`. Defaults to None (not calibrated).
         anomaly_method: str or None. The `anomaly_score` method the threshold was calibrated with.
         anomaly_num_samples: int. The `num_samples` it was calibrated with. Defaults to 1.
+        recipe: kerasvae.recipes.Recipe, its config dict, or None. How the model is meant to be trained:
+            `compile()` without an optimizer builds the recipe's, and `fit` fits the recipe's step schedules
+            to the run. The presets set theirs; None is Adam at 1e-3 with nothing else.
     """
 
     def __init__(
@@ -104,9 +124,11 @@ class LatentVariableModel(keras.Model):
         anomaly_threshold=None,
         anomaly_method=None,
         anomaly_num_samples=1,
+        recipe=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.recipe = recipes.get(recipe)
         self.anomaly_threshold = None if anomaly_threshold is None else float(anomaly_threshold)
         self.anomaly_method = anomaly_method
         self.anomaly_num_samples = int(anomaly_num_samples)
@@ -207,10 +229,12 @@ class LatentVariableModel(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def compile(self, optimizer="adam", steps_per_execution=None, **kwargs):
-        """Keras's `compile`, with two defaults chosen for speed. The optimizer (also the string "adam") is
-        kerasvae's fused Adam (kerasvae.optimizers.Adam: Keras's Adam, with its update in one TensorFlow
-        kernel per variable). `steps_per_execution` defaults to 10 on one device, not Keras's 1: `fit` runs
+    def compile(self, optimizer=None, steps_per_execution=None, **kwargs):
+        """Keras's `compile`, with the model's recipe and two defaults chosen for speed. No optimizer means
+        the recipe's (`self.recipe.optimizer()`: kerasvae's fused Adam at the recipe's learning rate, with
+        its weight average); the string "adam" is the fused Adam at 1e-3 (kerasvae.optimizers.Adam: Keras's
+        Adam, with its update in one TensorFlow kernel per variable). `steps_per_execution` defaults to 10
+        on one device, not Keras's 1: `fit` runs
         ten train steps per call into TensorFlow, which saves most of Keras's per-step Python work (about a
         fifth of a step for the classic MLP VAE on a CPU, benchmarks/train_speed.py). Batch-level callbacks
         then see every tenth batch; pass `steps_per_execution=1` for one call per batch. Under a strategy
@@ -221,7 +245,26 @@ class LatentVariableModel(keras.Model):
             strategy = self.distribute_strategy
             one_device = strategy.num_replicas_in_sync == 1 and not _multi_worker(strategy)
             steps_per_execution = STEPS_PER_EXECUTION if one_device else 1
-        super().compile(optimizer=optimizers.get(optimizer), steps_per_execution=steps_per_execution, **kwargs)
+        optimizer = self.recipe.optimizer() if optimizer is None else optimizers.get(optimizer)
+        super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution, **kwargs)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, steps_per_epoch=None, **kwargs):
+        """Keras's `fit`, after fitting the model's step schedules to the run (`plan_run`) and, when the
+        optimizer averages the weights, validating on the average (`kv.callbacks.ValidateAveragedWeights`),
+        so the `val_*` metrics describe the model `fit` leaves behind."""
+        steps = run_steps(x, batch_size, epochs, steps_per_epoch, kwargs.get("validation_split", 0.0))
+        if steps:
+            self.plan_run(steps)
+        callbacks = list(callbacks or [])
+        if getattr(self.optimizer, "use_ema", False) and not any(
+                isinstance(c, kv_callbacks.ValidateAveragedWeights) for c in callbacks):
+            callbacks.append(kv_callbacks.ValidateAveragedWeights())
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+                           steps_per_epoch=steps_per_epoch, **kwargs)
+
+    def plan_run(self, steps):
+        """Called by `fit` with the run's number of optimizer steps (epochs x steps per epoch). Families with
+        schedules counted in steps fit them to the run here; the base has none."""
 
     def compile_from_config(self, config):
         # What load_model calls. Keras's own version skips models that override compile (ours only picks
@@ -519,6 +562,7 @@ class LatentVariableModel(keras.Model):
             "anomaly_threshold": self.anomaly_threshold,
             "anomaly_method": self.anomaly_method,
             "anomaly_num_samples": self.anomaly_num_samples,
+            "recipe": self.recipe.get_config(),
         }
         return config
 

@@ -8,7 +8,6 @@ from kerasvae import likelihoods, objectives, posteriors, priors
 from kerasvae._tfp import stateless_seed
 from kerasvae.models.base import LatentVariableModel, serialize
 
-
 GRADIENT_ESTIMATORS = ("reparameterized", "dreg")
 
 
@@ -109,6 +108,14 @@ class VAE(LatentVariableModel):
         log_px_given_z = self.likelihood.log_prob(self.likelihood_params(z, training=training, labels=labels), x)
         kl = objectives.kl_divergence(q, p, z, analytic=self.analytic_kl)
         return q, p, z, log_px_given_z, kl
+
+    def plan_run(self, steps):
+        """Shortens the KL warm-up to the recipe's share of a run of `steps` where it is longer
+        (kerasvae.recipes.Recipe.kl_warmup_share), so a short run still ends on the full bound."""
+        longest = int((self.recipe.kl_warmup_share or 0) * steps)
+        if self.recipe.kl_warmup_share and self.kl_warmup_steps > longest:
+            self.kl_warmup_steps = max(1, longest)
+            self.train_function = None  # a step traced earlier holds the old warm-up; fit traces a new one
 
     def kl_weight(self, training):
         if not (training and self.kl_warmup_steps):
