@@ -24,8 +24,8 @@ __version__ = "0.1.0"
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=[
-        "apps", "callbacks", "corruptions", "data", "distribute", "evaluation", "export", "likelihoods", "networks",
-        "objectives", "optimizers", "posteriors", "presets", "pretraining", "priors", "progress", "quantizers", "saving",
+        "apps", "calibration", "callbacks", "corruptions", "data", "distribute", "evaluation", "export", "likelihoods", "networks",
+        "objectives", "optimizers", "posteriors", "presets", "pretraining", "priors", "progress", "quantizers", "recipes", "saving",
         "serving", "sparsity",
     ],
     submod_attrs={"models": ["Autoencoder", "ConditionalVAE", "DiscreteVAE", "LatentVariableModel", "VAE", "VQVAE"]},

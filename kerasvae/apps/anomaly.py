@@ -1,9 +1,10 @@
 """Anomaly detection: score inputs by how badly the model explains them, flag those above a threshold
 calibrated on normal data, and measure the detection against labels.
 
-The threshold lives on the model (`anomaly_threshold`, `anomaly_method`, `anomaly_num_samples`), so
-`model.save` keeps it and `kerasvae export` serves it: the SavedModel's `score` signature then returns
-`is_anomaly` next to `anomaly_score`.
+The threshold lives on the model as `model.anomaly_calibration` (kerasvae.calibration.AnomalyCalibration:
+threshold, method, num_samples; `model.anomaly_threshold` and friends read it), so `model.save` keeps it and
+`kerasvae export` serves it: the SavedModel's `score` signature then returns `is_anomaly` next to
+`anomaly_score`.
 """
 
 import inspect
@@ -11,8 +12,8 @@ import inspect
 import numpy as np
 
 from kerasvae import objectives, progress
+from kerasvae.calibration import AnomalyCalibration
 from kerasvae.choices import ANOMALY_METHODS as METHODS
-from kerasvae.models import VQVAE
 
 SCORE_CHUNK = 2048  # examples per progress step of `score`
 
@@ -89,9 +90,7 @@ class AnomalyDetector:
         scores = self.score(x_normal, labels=labels)
         if len(scores) == 0:
             raise ValueError("Calibration needs at least one normal example.")
-        self.model.anomaly_threshold = float(np.quantile(scores, q))
-        self.model.anomaly_method = self.method
-        self.model.anomaly_num_samples = self.num_samples
+        self.model.anomaly_calibration = AnomalyCalibration(float(np.quantile(scores, q)), self.method, self.num_samples)
         return self
 
     def predict(self, x, labels=None):
@@ -154,9 +153,9 @@ def served_anomaly_score(model, x, seed, scores, labels=None):
     """
     method, k = model.anomaly_method, model.anomaly_num_samples
     if method == "reconstruction":
-        return -model._reconstruction_log_prob(x, labels=labels)
-    if method == "nll" and not isinstance(model, VQVAE):  # a VQ-VAE's log_likelihood is its ELBO
-        return -objectives.iwae_bound(model._log_weights(x, k, seed, labels=labels))
+        return -model.reconstruction_log_prob(x, labels=labels)
+    if method == "nll":
+        return -objectives.iwae_bound(model.log_importance_weights(x, k, seed, labels=labels))
     if k == 1:
         return -scores["elbo"]
-    return -model._elbo_batch(x, k, seed, shared_noise=True, labels=labels)
+    return -model.elbo_batch(x, k, seed, shared_noise=True, labels=labels)

@@ -9,10 +9,9 @@ from kerasvae.apps.baselines import PCABaseline
 
 
 def features(model, x, labels=None):
-    """Features [n, latent_dim] of x: the posterior means (a VQ-VAE's quantized latents)."""
-    if hasattr(model, "quantized_latents"):
-        return np.asarray(model.quantized_latents(x), np.float32)
-    return np.asarray(model.encode(x, labels=labels).mean(), np.float32)
+    """Features [n, latent_dim] of x: the model's `latent_features`, the posterior means (a VQ-VAE's
+    quantized latents)."""
+    return model.latent_features(x, labels=labels)
 
 
 def linear_probe(train_features, y_train, test_features, y_test, max_iter=2000):

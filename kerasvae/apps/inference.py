@@ -17,7 +17,7 @@ from kerasvae import progress
 def check_continuous_latents(model):
     """Raise ValueError for models whose latents are discrete codes (VQ-VAE, DiscreteVAE): a gradient in z
     means nothing there."""
-    if hasattr(model, "codes_to_latents"):
+    if model.code_space is not None:
         raise ValueError(f"{type(model).__name__} has discrete latent codes; this application needs continuous latents.")
 
 

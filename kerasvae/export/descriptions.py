@@ -47,11 +47,9 @@ def describe_model(model, x=None, labels=None, name=None, author="", license="")
         "author": author,
         "license": license,
     }
-    if hasattr(model, "codes_to_latents"):
-        description["num_latents"] = int(model.num_latents)
-        quantizer = getattr(model, "quantizer", None)  # VQ-VAE: the codebook; discrete VAEs: one-hot categories
-        description["num_embeddings"] = int(getattr(quantizer, "num_embeddings", None) or getattr(model, "num_categories", None) or 2)
-    if x is not None and not hasattr(model, "codes_to_latents"):
+    if model.code_space is not None:
+        description["num_latents"], description["num_embeddings"] = (int(n) for n in model.code_space)
+    if x is not None and model.code_space is None:
         labels = None if labels is None else np.asarray(labels[:DEMO_EXAMPLES])
         loc = np.asarray(model.posterior_params(np.asarray(x[:DEMO_EXAMPLES]), labels=labels)["loc"], np.float64)
         spread = loc.var(axis=0)

@@ -48,16 +48,10 @@ def signature_functions(model):
     z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
 
     def encode(x, label=None):
-        if hasattr(model, "encode_outputs"):  # a model that names its own encode outputs (DiscreteVAE)
-            return model.encode_outputs(x)
-        params = model.posterior_params(x, labels=label)
-        if "codes" in params:  # VQ-VAE: the code indices and the quantized latents decode takes
-            return {"codes": params["codes"], "z": params["loc"]}
-        return {"loc": params["loc"], "scale": params.get("scale", tf.zeros_like(params["loc"]))}
+        return model.encode_outputs(x, labels=label)
 
     def decode(z, label=None):
-        params = model.likelihood_params(z, labels=label)
-        return {"mean": model.likelihood.mean(params), **params}
+        return model.decode_outputs(z, labels=label)
 
     def reconstruct(x, label=None):
         return {"reconstruction": model(x, training=False, labels=label)}
@@ -65,12 +59,12 @@ def signature_functions(model):
     def sample(num_samples, seed, label=None):
         z_seed, x_seed = tfp.random.split_seed(seed, n=2)
         labels = None if label is None else tf.broadcast_to(label, [num_samples])
-        return {"x": model._sample(num_samples, z_seed, x_seed, mean=True, temperature=1.0, labels=labels)}
+        return {"x": model.sample_batch(num_samples, z_seed, x_seed, mean=True, temperature=1.0, labels=labels)}
 
     def score(x, label=None):
         seed = tf.constant(SCORE_SEED, tf.int32)
         scores = model.score_batch(x, seed, labels=label)
-        if getattr(model, "anomaly_threshold", None) is not None:
+        if model.anomaly_threshold is not None:
             scores["anomaly_score"] = served_anomaly_score(model, x, seed, scores, labels=label)
             scores["is_anomaly"] = scores["anomaly_score"] > model.anomaly_threshold
         return scores
@@ -85,8 +79,8 @@ def signature_functions(model):
         "sample": (sample, sample_specs + label),
         "score": (score, [x_spec, *label]),
     }
-    if hasattr(model, "codes_to_latents"):
-        codes_spec = tf.TensorSpec([None, model.num_latents], tf.int32, name="codes")
+    if model.code_space is not None:
+        codes_spec = tf.TensorSpec([None, model.code_space[0]], tf.int32, name="codes")
         functions["decode_codes"] = (lambda codes: decode(model.codes_to_latents(codes)), [codes_spec])
     return functions
 
@@ -114,8 +108,8 @@ def warmup_inputs(model, batch_size=2):
         "sample": {"num_samples": np.int32(batch_size), "seed": np.array([1, 2], np.int32)},
         "score": {"x": x},
     }
-    if hasattr(model, "codes_to_latents"):
-        inputs["decode_codes"] = {"codes": np.zeros((batch_size, model.num_latents), np.int32)}
+    if model.code_space is not None:
+        inputs["decode_codes"] = {"codes": np.zeros((batch_size, model.code_space[0]), np.int32)}
     if model.num_classes is not None:
         for name in ("serving_default", "encode", "decode", "reconstruct", "sample", "score"):
             inputs[name]["label"] = np.zeros(batch_size, np.int32)
@@ -188,8 +182,8 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
             "likelihood": type(model.likelihood).__name__,
             "signatures": list(signature_functions(model)),
             "score_seed": list(SCORE_SEED),
-            "anomaly_threshold": getattr(model, "anomaly_threshold", None),
-            "anomaly_method": getattr(model, "anomaly_method", None),
+            "anomaly_threshold": model.anomaly_threshold,
+            "anomaly_method": model.anomaly_method,
             **(metadata or {}),
         }
         (saved / "assets.extra" / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")

@@ -59,7 +59,7 @@ def _check_image_shape(shape):
 def check_demo_model(model):
     """Raise ValueError, before any export work, unless the demo can draw `model`'s decoder: images
     (H, W, 1 or 3) decoded from a continuous z (not the codes of a VQ-VAE or a discrete VAE)."""
-    if hasattr(model, "codes_to_latents"):
+    if model.code_space is not None:
         raise ValueError(f"{CONTINUOUS_Z}; {type(model).__name__} decodes codes.")
     _check_image_shape(model.data_shape)
 

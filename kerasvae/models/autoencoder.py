@@ -79,8 +79,8 @@ class Autoencoder(LatentVariableModel):
         code = self.posterior_params(x, labels=labels)["loc"]
         return tfd.MultivariateNormalDiag(loc=code, scale_diag=self.proposal_scale * self.prior.stddev() * tf.ones_like(code))
 
-    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
-        return self._reconstruction_log_prob(x, labels=labels)
+    def elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+        return self.reconstruction_log_prob(x, labels=labels)
 
     def get_config(self):
         return {

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kerasvae import _keras_compat, calibration, objectives, optimizers, recipes
 from kerasvae import callbacks as kv_callbacks
-from kerasvae import objectives, optimizers, recipes
 from kerasvae._tfp import stateless_seed
 
 # compile()'s default on one device: train steps per call into TensorFlow (see compile).
@@ -42,7 +42,7 @@ def all_replicas(t):
 
 
 def _multi_worker(strategy):
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and _keras_compat.in_multi_worker_mode(strategy)
 
 
 
@@ -99,11 +99,11 @@ class LatentVariableModel(keras.Model):
         metric_names: tuple of str. Names of the terms `loss_terms` returns.
         seed: int or None. Seeds training noise (reparameterization, corruption). Defaults to None.
         eval_batch_size: int. Batch size of the API methods on large inputs. Defaults to 1024.
-        anomaly_threshold: float or None. Scores above it are anomalies; set by
-            `kerasvae.apps.AnomalyDetector.fit`, saved with the model and served by the exported `score`
-            signature as `is_anomaly`. Defaults to None (not calibrated).
-        anomaly_method: str or None. The `anomaly_score` method the threshold was calibrated with.
-        anomaly_num_samples: int. The `num_samples` it was calibrated with. Defaults to 1.
+        anomaly_calibration: kerasvae.calibration.AnomalyCalibration, its config dict, or None. The anomaly
+            threshold set by `kerasvae.apps.AnomalyDetector.fit`, saved with the model and served by the
+            exported `score` signature as `is_anomaly`. Defaults to None (not calibrated). The loose
+            `anomaly_threshold`, `anomaly_method` and `anomaly_num_samples` arguments of models saved before
+            it are still read.
         recipe: kerasvae.recipes.Recipe, its config dict, or None. How the model is meant to be trained:
             `compile()` without an optimizer builds the recipe's, and `fit` fits the recipe's step schedules
             to the run. The presets set theirs; None is Adam at 1e-3 with nothing else.
@@ -121,17 +121,16 @@ class LatentVariableModel(keras.Model):
         metric_names=("loss", "reconstruction"),
         seed=None,
         eval_batch_size=1024,
+        anomaly_calibration=None,
+        recipe=None,
         anomaly_threshold=None,
         anomaly_method=None,
         anomaly_num_samples=1,
-        recipe=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.recipe = recipes.get(recipe)
-        self.anomaly_threshold = None if anomaly_threshold is None else float(anomaly_threshold)
-        self.anomaly_method = anomaly_method
-        self.anomaly_num_samples = int(anomaly_num_samples)
+        self.anomaly_calibration = calibration.get(anomaly_calibration, anomaly_threshold, anomaly_method, anomaly_num_samples)
         self.latent_dim = int(latent_dim)
         self.data_shape = tuple(int(d) for d in input_shape)
         self.seed = seed
@@ -147,7 +146,7 @@ class LatentVariableModel(keras.Model):
         # Compiled per instance: a tf.function on the class would retrace for every model.
         self._compiled = {
             name: batch_function(getattr(self, name))
-            for name in ("_reconstruct_batch", "_reconstruction_log_prob", "_log_weights", "_elbo_batch")
+            for name in ("_reconstruct_batch", "reconstruction_log_prob", "log_importance_weights", "elbo_batch")
         }
         self._build_now()
 
@@ -316,8 +315,10 @@ class LatentVariableModel(keras.Model):
         # Every weight exists from the constructor and the losses and metrics are the model's own, so only
         # the optimizer is left to build, in the strategy's scope. Drawing no batch also leaves the
         # pipeline's reshuffled orders to the training epochs, as without a strategy.
-        if self._distribute_strategy is not None and self.optimizer is not None and not self.optimizer.built:
-            with self._distribute_strategy.scope():
+        # A private Keras hook, as is the strategy it reads: both checked by kerasvae._keras_compat.
+        strategy = _keras_compat.creation_strategy(self)
+        if strategy is not None and self.optimizer is not None and not self.optimizer.built:
+            with strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
     def make_train_function(self, force=False):
@@ -384,9 +385,11 @@ class LatentVariableModel(keras.Model):
         seed = stateless_seed(self.seed_generator if seed is None else seed)
         z_seed, x_seed = tfp.random.split_seed(seed, n=2)
         labels = self._check_labels(labels, n)
-        return self._sample(int(n), z_seed, x_seed, bool(mean), float(temperature), labels).numpy()
+        return self.sample_batch(int(n), z_seed, x_seed, bool(mean), float(temperature), labels).numpy()
 
-    def _sample(self, n, z_seed, x_seed, mean, temperature, labels=None):
+    def sample_batch(self, n, z_seed, x_seed, mean, temperature, labels=None):
+        """`sample` on tensors, in graph (the exported `sample` signature): n images from z ~ p(z) drawn
+        with the stateless `z_seed`, and x ~ p(x|z) with `x_seed` unless `mean`."""
         prior = self.prior
         z = prior.sample(n, seed=z_seed)
         z = prior.mean() + temperature * (z - prior.mean())
@@ -398,7 +401,7 @@ class LatentVariableModel(keras.Model):
     def elbo(self, x, num_samples=1, seed=None, labels=None):
         """Per-example evidence lower bound in nats, shape [n]: E_q[log p(x|z)] - KL(q(z|x) || p(z))."""
         x = self._check_inputs(x)
-        elbo_batch = self._compiled["_elbo_batch"]
+        elbo_batch = self._compiled["elbo_batch"]
         return self._map_batches(
             lambda xb, lb=None: elbo_batch(xb, num_samples, self._seed(seed), labels=lb),
             x,
@@ -423,7 +426,7 @@ class LatentVariableModel(keras.Model):
 
         def batch_log_likelihood(xb, lb=None):
             return objectives.importance_weighted_log_likelihood(
-                lambda k: self._compiled["_log_weights"](xb, k, next(seeds), labels=lb), num_samples, chunk
+                lambda k: self._compiled["log_importance_weights"](xb, k, next(seeds), labels=lb), num_samples, chunk
             )
 
         return self._map_batches(batch_log_likelihood, x, batch_size=batch, labels=labels)
@@ -444,7 +447,7 @@ class LatentVariableModel(keras.Model):
             return -self.log_likelihood(x, num_samples=num_samples, labels=labels)
         if method == "reconstruction":
             x = self._check_inputs(x)
-            return -self._map_batches(self._compiled["_reconstruction_log_prob"], x, labels=self._check_labels(labels, len(x)))
+            return -self._map_batches(self._compiled["reconstruction_log_prob"], x, labels=self._check_labels(labels, len(x)))
         raise ValueError(f"Unknown anomaly score method {method!r}; expected 'elbo', 'nll' or 'reconstruction'.")
 
     def score_batch(self, x, seed, labels=None):
@@ -452,7 +455,7 @@ class LatentVariableModel(keras.Model):
         posterior sample from the stateless `seed`, the same standard-normal draw for every example, so a
         score is deterministic and does not depend on how requests are batched), reconstruction_error (sum
         of squared errors of the reconstruction) and anomaly_score (-elbo)."""
-        elbo = self._elbo_batch(x, 1, seed, shared_noise=True, labels=labels)
+        elbo = self.elbo_batch(x, 1, seed, shared_noise=True, labels=labels)
         reconstruction = self(x, training=False, labels=labels)
         error = tf.reduce_sum(tf.reshape(tf.square(x - reconstruction), [tf.shape(x)[0], -1]), axis=-1)
         return {"elbo": elbo, "reconstruction_error": error, "anomaly_score": -elbo}
@@ -460,18 +463,63 @@ class LatentVariableModel(keras.Model):
     def _reconstruct_batch(self, x, labels=None):
         return self(x, training=False, labels=labels)
 
-    def _reconstruction_log_prob(self, x, labels=None):
-        """log p(x | z = mean of q(z|x)) per example."""
+    # === What a family computes and exports, on tensors: read by kerasvae.export and kerasvae.apps ===
+
+    @property
+    def anomaly_threshold(self):
+        """The calibrated threshold (`anomaly_calibration.threshold`), or None."""
+        return None if self.anomaly_calibration is None else self.anomaly_calibration.threshold
+
+    @property
+    def anomaly_method(self):
+        return None if self.anomaly_calibration is None else self.anomaly_calibration.method
+
+    @property
+    def anomaly_num_samples(self):
+        return 1 if self.anomaly_calibration is None else self.anomaly_calibration.num_samples
+
+    # (num_latents, num_categories) for families whose latents are discrete codes that `codes_to_latents`
+    # turns into decoder inputs (VQ-VAE, discrete VAEs): export adds a `decode_codes` signature, and the
+    # applications that move through a continuous z refuse them. None: z is continuous.
+    code_space = None
+
+    def encode_outputs(self, x, labels=None):
+        """The exported `encode` signature's outputs for a batch tensor: {"loc", "scale"} of q(z|x) (a
+        deterministic model's scale is zero)."""
+        params = self.posterior_params(x, labels=labels)
+        return {"loc": params["loc"], "scale": params.get("scale", tf.zeros_like(params["loc"]))}
+
+    def decode_outputs(self, z, labels=None):
+        """The exported `decode` signature's outputs: {"mean": E[x|z], and the likelihood's parameters}."""
+        params = self.likelihood_params(z, labels=labels)
+        return {"mean": self.likelihood.mean(params), **params}
+
+    def decoder_inputs(self, x, seed=0, labels=None):
+        """What the decoder is fed for data x, as numpy [n, latent_dim]: draws from q(z|x), so their mixture
+        over x is the aggregate posterior. TFLite int8 calibration and fidelity checks use them as traffic."""
+        return np.asarray(self.encode(x, labels=labels).sample(seed=(seed, 1)), np.float32)
+
+    def latent_features(self, x, labels=None):
+        """Features of x as numpy [n, latent_dim]: the posterior means."""
+        return np.asarray(self.encode(x, labels=labels).mean(), np.float32)
+
+    def reconstruction_log_prob(self, x, labels=None):
+        """log p(x | z = mean of q(z|x)) per example of a batch tensor."""
         code = self.posterior_params(x, labels=labels)["loc"]
         return self.likelihood.log_prob(self.likelihood_params(code, labels=labels), x)
 
-    def _log_weights(self, x, k, seed, labels=None):
+    def log_importance_weights(self, x, k, seed, labels=None):
+        """Log importance weights [k, batch] of k draws from the proposal (kerasvae.objectives), whose
+        logsumexp over k, minus log k, estimates log p(x)."""
         q = self.proposal(x, labels=labels)
         z = q.sample(k, seed=seed)
         log_px_z = self.likelihood.log_prob(self.likelihood_params(z, labels=labels), x)
         return objectives.log_importance_weights(log_px_z, self.prior.log_prob(z), q.log_prob(z))
 
-    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+    def elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+        """The ELBO [batch] of a batch tensor averaged over `num_samples` posterior draws from the stateless
+        `seed`; `shared_noise` gives every example the same standard-normal draw, so an example's value does
+        not depend on its batch (the exported `score` signature)."""
         raise NotImplementedError
 
     def _seed(self, seed):
@@ -559,9 +607,7 @@ class LatentVariableModel(keras.Model):
             "likelihood": serialize(self.likelihood),
             "seed": self.seed,
             "eval_batch_size": self.eval_batch_size,
-            "anomaly_threshold": self.anomaly_threshold,
-            "anomaly_method": self.anomaly_method,
-            "anomaly_num_samples": self.anomaly_num_samples,
+            "anomaly_calibration": None if self.anomaly_calibration is None else self.anomaly_calibration.get_config(),
             "recipe": self.recipe.get_config(),
         }
         return config

@@ -201,7 +201,11 @@ class DiscreteVAE(VAE):
             raise ValueError(f"Codes must lie in [0, {self.num_categories - 1}], got [{codes.min()}, {codes.max()}].")
         return self.decode(self.codes_to_latents(codes))
 
-    def encode_outputs(self, x):
+    @property
+    def code_space(self):
+        return (self.num_latents, self.num_categories)
+
+    def encode_outputs(self, x, labels=None):
         """What the exported `encode` signature serves: logits (binary [n, latent_dim], categorical [n,
         num_latents, num_categories]), the most likely codes int32 [n, num_latents] and their latents z
         [n, latent_dim], the input of `decode`."""
@@ -211,7 +215,7 @@ class DiscreteVAE(VAE):
     def _codes_batch(self, x):
         return self.posterior_head.codes(self.posterior_params(x)["loc"])
 
-    def _sample(self, n, z_seed, x_seed, mean, temperature, labels=None):
+    def sample_batch(self, n, z_seed, x_seed, mean, temperature, labels=None):
         params = self.likelihood_params(self.prior.sample(n, seed=z_seed), labels=labels)
         if mean:
             return self.likelihood.mean(params)

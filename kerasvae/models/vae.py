@@ -143,7 +143,7 @@ class VAE(LatentVariableModel):
             loss = reconstruction + weight * mean_kl
         return {"loss": loss, "reconstruction": reconstruction, "kl": mean_kl, "elbo": -(reconstruction + mean_kl)}
 
-    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+    def elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
         _, _, _, log_px_given_z, kl = self.elbo_parts(x, num_samples, seed, shared_noise=shared_noise, labels=labels)
         return tf.reduce_mean(log_px_given_z, axis=0) - kl
 

@@ -178,6 +178,28 @@ class VQVAE(LatentVariableModel):
         """Quantized latents z_q(x) [n, latent_dim], what `decode` takes."""
         return self._map_batches(self._compiled["_latents_batch"], self._check_inputs(x))
 
+    # === What it exports (see LatentVariableModel) ===
+
+    @property
+    def code_space(self):
+        return (self.num_latents, self.quantizer.num_embeddings)
+
+    def encode_outputs(self, x, labels=None):
+        """The code indices and the quantized latents decode takes: {"codes", "z"}."""
+        params = self.posterior_params(x)
+        return {"codes": params["codes"], "z": params["loc"]}
+
+    def decoder_inputs(self, x, seed=0, labels=None):
+        """The quantized latents of x: a VQ-VAE's decoder sees codebook vectors, never posterior draws."""
+        return np.asarray(self.quantized_latents(x), np.float32)
+
+    def latent_features(self, x, labels=None):
+        return np.asarray(self.quantized_latents(x), np.float32)
+
+    def log_importance_weights(self, x, k, seed, labels=None):
+        """One weight per example, the ELBO: with a point-mass posterior all importance samples coincide."""
+        return self.elbo_batch(x, 1, seed)[None]
+
     def decode_codes(self, codes):
         """p(x | z_q(codes)) for int codes [..., num_latents] in {0, ..., num_embeddings - 1}."""
         codes = np.asarray(codes)
@@ -207,7 +229,7 @@ class VQVAE(LatentVariableModel):
 
     # === The probabilistic API ===
 
-    def _sample(self, n, z_seed, x_seed, mean, temperature, labels=None):
+    def sample_batch(self, n, z_seed, x_seed, mean, temperature, labels=None):
         codes = self._compiled["_sample_codes"](tf.convert_to_tensor(n, tf.int32), z_seed, tf.convert_to_tensor(temperature, tf.float32))
         params = self.likelihood_params(self.codes_to_latents(codes))
         if mean:
@@ -247,7 +269,7 @@ class VQVAE(LatentVariableModel):
     def _latents_batch(self, x):
         return self.posterior_params(x)["loc"]
 
-    def _elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+    def elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
         params = self.posterior_params(x)
         return self.likelihood.log_prob(self.likelihood_params(params["loc"]), x) + self.prior_layer.log_prob(params["codes"])
 
