@@ -1,7 +1,8 @@
 """Posterior heads: features -> parameters of q(z|x) -> a TFP distribution with event shape [latent_dim].
 
-A head's `call` returns a dict of named tensors (what the exported `encode` signature serves); its
-`distribution(params)` turns them into the tfd object the objectives work with.
+Every head is a `Posterior`: its `call` returns a dict of named tensors, `distribution(params)` turns them
+into the tfd object the objectives work with, and `encode_outputs(params)` names what the exported `encode`
+signature serves. A new posterior is one subclass, given to `kv.VAE(posterior=...)` (README, "Extending").
 """
 
 import keras
@@ -12,8 +13,35 @@ from kerasvae._tfp import tfb, tfd
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
 
 
+class Posterior(keras.layers.Layer):
+    """Base of the posterior heads: encoder features -> named parameters of q(z|x) -> a TFP distribution.
+
+    Subclasses set `latent_dim` (the size of z) and implement:
+      - `build(features_shape)`: their layers (build them here, so a model has every weight at construction);
+      - `call(features)`: a dict of float32 tensors [batch, ...] with at least "loc", the point in z space
+        that deterministic uses decode (reconstructions, features, reconstruction scores);
+      - `distribution(params)`: q(z|x) as a tfd distribution with event shape [latent_dim]; a VAE samples
+        it with a stateless seed (`sample(k, seed=...)`), reparameterized for its gradients, and takes
+        `mean()`/`stddev()` for the exported deterministic scores.
+    `encode_outputs(params)` names the exported `encode` signature's tensors: "loc" and "scale" by default.
+    """
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = None if latent_dim is None else int(latent_dim)
+
+    def distribution(self, params):
+        raise NotImplementedError
+
+    def encode_outputs(self, params):
+        return {"loc": params["loc"], "scale": params.get("scale", tf.zeros_like(params["loc"]))}
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
 @serializable
-class GaussianPosterior(keras.layers.Layer):
+class GaussianPosterior(Posterior):
     """Diagonal Gaussian q(z|x) = N(loc, diag(scale^2)).
 
     scale = softplus(raw) + min_scale: softplus grows linearly, so no exp overflow, and the floor keeps
@@ -25,8 +53,7 @@ class GaussianPosterior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
-        super().__init__(**kwargs)
-        self.latent_dim = int(latent_dim)
+        super().__init__(latent_dim, **kwargs)
         self.min_scale = float(min_scale)
         self.dense = keras.layers.Dense(2 * self.latent_dim)
 
@@ -41,11 +68,11 @@ class GaussianPosterior(keras.layers.Layer):
         return tfd.MultivariateNormalDiag(loc=params["loc"], scale_diag=params["scale"])
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim, "min_scale": self.min_scale}
+        return {**super().get_config(), "min_scale": self.min_scale}
 
 
 @serializable
-class DeterministicPosterior(keras.layers.Layer):
+class DeterministicPosterior(Posterior):
     """Point-mass q(z|x) = delta(z - f(x)) of a plain autoencoder.
 
     Args:
@@ -55,8 +82,7 @@ class DeterministicPosterior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, activation=None, **kwargs):
-        super().__init__(**kwargs)
-        self.latent_dim = int(latent_dim)
+        super().__init__(latent_dim, **kwargs)
         self.activation = activation
         self.dense = keras.layers.Dense(self.latent_dim, activation=activation)
 
@@ -70,7 +96,7 @@ class DeterministicPosterior(keras.layers.Layer):
         return tfd.Independent(tfd.Deterministic(loc=params["loc"]), reinterpreted_batch_ndims=1)
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim, "activation": self.activation}
+        return {**super().get_config(), "activation": self.activation}
 
 
 def straight_through(soft, hard):
@@ -81,7 +107,7 @@ def straight_through(soft, hard):
 
 
 @serializable
-class BernoulliPosterior(keras.layers.Layer):
+class BernoulliPosterior(Posterior):
     """Binary codes: q(z|x) = prod_d Bernoulli(z_d; sigmoid(logits_d)), z in {0, 1}^latent_dim.
 
     `call` returns {"logits", "loc"}: loc = 1[logits > 0] is the most likely code, the one `reconstruct`
@@ -106,8 +132,8 @@ class BernoulliPosterior(keras.layers.Layer):
         return tfd.Logistic(loc=0.0, scale=1.0)
 
     def __init__(self, latent_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.latent_dim = self.num_latents = int(latent_dim)
+        super().__init__(latent_dim, **kwargs)
+        self.num_latents = self.latent_dim
         self.dense = keras.layers.Dense(self.latent_dim)
 
     def build(self, features_shape):
@@ -137,12 +163,13 @@ class BernoulliPosterior(keras.layers.Layer):
         """Latents float32 [..., latent_dim] of bits."""
         return tf.cast(codes, tf.float32)
 
-    def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim}
+    def encode_outputs(self, params):
+        """logits, the most likely codes int32 [n, num_latents] and their latents z, the input of `decode`."""
+        return {"logits": params["logits"], "codes": self.codes(params["loc"]), "z": params["loc"]}
 
 
 @serializable
-class CategoricalPosterior(keras.layers.Layer):
+class CategoricalPosterior(Posterior):
     """One-hot codes: num_latents independent categorical variables of num_categories each,
     q(z|x) = prod_g OneHotCategorical(z_g; softmax(logits_g)). The latents travel flat, row-major over
     (group, category): z [batch, num_latents * num_categories], so the prior, the decoder and the base
@@ -173,10 +200,10 @@ class CategoricalPosterior(keras.layers.Layer):
         return tfd.Gumbel(loc=0.0, scale=1.0)
 
     def __init__(self, num_latents, num_categories, **kwargs):
-        super().__init__(**kwargs)
+        kwargs.pop("latent_dim", None)  # derived: num_latents * num_categories
+        super().__init__(int(num_latents) * int(num_categories), **kwargs)
         self.num_latents = int(num_latents)
         self.num_categories = int(num_categories)
-        self.latent_dim = self.num_latents * self.num_categories
         self.dense = keras.layers.Dense(self.latent_dim)
 
     def build(self, features_shape):
@@ -213,5 +240,11 @@ class CategoricalPosterior(keras.layers.Layer):
         one_hot = tf.one_hot(codes, self.num_categories, dtype=tf.float32)
         return tf.reshape(one_hot, tf.concat([tf.shape(codes)[:-1], [self.latent_dim]], axis=0))
 
+    def encode_outputs(self, params):
+        """logits [n, num_latents, num_categories], the most likely codes int32 [n, num_latents] and their
+        flat one-hot latents z, the input of `decode`."""
+        return {"logits": params["logits"], "codes": self.codes(params["loc"]), "z": params["loc"]}
+
     def get_config(self):
-        return {**super().get_config(), "num_latents": self.num_latents, "num_categories": self.num_categories}
+        config = {k: v for k, v in super().get_config().items() if k != "latent_dim"}
+        return {**config, "num_latents": self.num_latents, "num_categories": self.num_categories}

@@ -18,17 +18,30 @@ from kerasvae._tfp import tfb, tfd
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
 
 
+def _continuous(temperature):
+    if temperature != 1.0:
+        raise ValueError("A continuous prior has no temperature: model.sample(temperature=...) scales its samples about the mean.")
+
+
 class Prior(keras.layers.Layer):
     """Base of the priors: a layer without `call` whose `distribution()` returns p(z).
 
     Subclasses create their weights in `__init__` (their shapes never depend on data), so a model has its
-    full variable set at construction and `.keras` loading finds every prior weight.
+    full variable set at construction and `.keras` loading finds every prior weight. The code priors of
+    discrete models (kerasvae.quantizers) are priors too.
     """
 
     # True for priors defined through q(z|x); see the module docstring.
     needs_posterior = False
 
-    def distribution(self, posterior=None):
+    def distribution(self, posterior=None, temperature=1.0):
+        """p(z) as a tfd distribution with event shape [latent_dim] (code priors: [num_latents] int32 codes).
+
+        Args:
+            posterior: the model's q(z|x) function, for priors that are defined through it (`needs_posterior`).
+            temperature: float. Code priors divide their logits by it (< 1: more typical codes). The
+                continuous priors take only 1: their models scale samples about the prior mean instead.
+        """
         raise NotImplementedError
 
     def call(self, inputs=None):
@@ -48,7 +61,8 @@ class StandardNormalPrior(Prior):
         self.latent_dim = int(latent_dim)
         self.built = True
 
-    def distribution(self, posterior=None):
+    def distribution(self, posterior=None, temperature=1.0):
+        _continuous(temperature)
         zeros = tf.zeros([self.latent_dim])
         return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
 
@@ -82,7 +96,8 @@ class MomentMatchedPrior(Prior):
         self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
         self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * variance)
 
-    def distribution(self, posterior=None):
+    def distribution(self, posterior=None, temperature=1.0):
+        _continuous(temperature)
         scale = tf.sqrt(tf.convert_to_tensor(self.moving_variance) + 1e-6)
         return tfd.MultivariateNormalDiag(loc=tf.convert_to_tensor(self.moving_mean), scale_diag=scale)
 
@@ -134,7 +149,8 @@ class MixturePrior(Prior):
         )
         self.built = True
 
-    def distribution(self, posterior=None):
+    def distribution(self, posterior=None, temperature=1.0):
+        _continuous(temperature)
         scales = tf.nn.softplus(tf.convert_to_tensor(self.raw_scales)) + self.min_scale
         return tfd.MixtureSameFamily(
             mixture_distribution=tfd.Categorical(logits=tf.convert_to_tensor(self.logits)),
@@ -201,7 +217,8 @@ class VampPrior(Prior):
             self.pseudo_inputs.assign(values)
         self.built = True
 
-    def distribution(self, posterior=None):
+    def distribution(self, posterior=None, temperature=1.0):
+        _continuous(temperature)
         if posterior is None:
             raise ValueError("A VampPrior is q(z|u) averaged over pseudo-inputs u; use model.prior, which passes q.")
         components = posterior(tf.convert_to_tensor(self.pseudo_inputs))
@@ -234,7 +251,8 @@ class UniformBernoulliPrior(Prior):
         self.latent_dim = int(latent_dim)
         self.built = True
 
-    def distribution(self, posterior=None):
+    def distribution(self, posterior=None, temperature=1.0):
+        del posterior, temperature  # uniform at every temperature
         return tfd.Independent(tfd.Bernoulli(logits=tf.zeros([self.latent_dim]), dtype=tf.float32), reinterpreted_batch_ndims=1)
 
     def get_config(self):
@@ -262,7 +280,8 @@ class UniformCategoricalPrior(Prior):
         self.latent_dim = self.num_latents * self.num_categories
         self.built = True
 
-    def distribution(self, posterior=None):
+    def distribution(self, posterior=None, temperature=1.0):
+        del posterior, temperature  # uniform at every temperature
         shape = [self.num_latents, self.num_categories]
         groups = tfd.Independent(tfd.OneHotCategorical(logits=tf.zeros(shape), dtype=tf.float32), reinterpreted_batch_ndims=1)
         return tfd.TransformedDistribution(groups, tfb.Reshape([self.latent_dim], shape))

@@ -17,7 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasvae import posteriors
 from kerasvae._tfp import stateless_seed, tfd
+from kerasvae.priors import Prior
 
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
 
@@ -179,7 +181,7 @@ def _sum_per_example(t):
 
 
 @serializable
-class QuantizedPosterior(keras.layers.Layer):
+class QuantizedPosterior(posteriors.Posterior):
     """Posterior head of a VQ-VAE: encoder features -> z_e -> nearest codes -> z_q.
 
     Two layouts of the latents:
@@ -199,7 +201,7 @@ class QuantizedPosterior(keras.layers.Layer):
     """
 
     def __init__(self, quantizer, num_latents=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(kwargs.pop("latent_dim", None), **kwargs)  # known once built: see VQVAE
         if isinstance(quantizer, dict):
             quantizer = keras.saving.deserialize_keras_object(quantizer)
         self.quantizer = quantizer
@@ -231,6 +233,10 @@ class QuantizedPosterior(keras.layers.Layer):
     def distribution(self, params):
         return tfd.Independent(tfd.Deterministic(loc=params["codes"]), reinterpreted_batch_ndims=1)
 
+    def encode_outputs(self, params):
+        """The code indices and the quantized latents decode takes."""
+        return {"codes": params["codes"], "z": params["loc"]}
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -240,7 +246,7 @@ class QuantizedPosterior(keras.layers.Layer):
 
 
 @serializable
-class CodePrior(keras.layers.Layer):
+class CodePrior(Prior):
     """p(c) over num_latents code indices in {0, ..., num_embeddings - 1}, fitted to the codes of training
     data after the autoencoder is trained (its weights are non-trainable, and saved with the model):
 
@@ -270,7 +276,7 @@ class CodePrior(keras.layers.Layer):
         self.mixture_logits = self.add_weight(shape=(self.num_components,), initializer="zeros", trainable=False, name="mixture_logits")
         self.built = True
 
-    def distribution(self, temperature=1.0):
+    def distribution(self, posterior=None, temperature=1.0):
         """The tfd distribution over int32 codes, event shape [num_latents]. temperature < 1 sharpens every
         categorical (logits / temperature), > 1 flattens it."""
         logits = tf.convert_to_tensor(self.logits) / temperature
@@ -313,7 +319,7 @@ class CodePrior(keras.layers.Layer):
 
     def sample(self, n, seed, temperature=1.0):
         """n draws of int32 codes [n, num_latents] from `distribution(temperature)`, for a stateless seed."""
-        return self.distribution(temperature).sample(n, seed=seed)
+        return self.distribution(temperature=temperature).sample(n, seed=seed)
 
     def _one_hot(self, codes):
         """Codes [n, L] as a sparse one-hot [n, L * K] (position l's code at column l * K + c_l)."""
@@ -329,9 +335,6 @@ class CodePrior(keras.layers.Layer):
         log_theta = tf.reshape(tf.nn.log_softmax(self.logits, axis=-1), [self.num_components, -1])  # [M, L * K]
         return tf.nn.log_softmax(self.mixture_logits) + tf.sparse.sparse_dense_matmul(one_hot, log_theta, adjoint_b=True)
 
-    def call(self, inputs=None):
-        raise TypeError("Priors have no call; use prior.distribution().")
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -344,7 +347,7 @@ class CodePrior(keras.layers.Layer):
 
 
 @serializable
-class PixelCNNPrior(keras.layers.Layer):
+class PixelCNNPrior(Prior):
     """An autoregressive prior over a grid of code indices: a gated PixelCNN (van den Oord et al. 2016,
     "Conditional Image Generation with PixelCNN Decoders"), fitted to the codes of training data after the
     autoencoder is trained, as in the VQ-VAE paper.
@@ -464,7 +467,7 @@ class PixelCNNPrior(keras.layers.Layer):
         nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes, logits=self.conditional_logits(codes))
         return -tf.reduce_sum(nll, axis=-1)
 
-    def distribution(self, temperature=1.0):
+    def distribution(self, posterior=None, temperature=1.0):
         """p(c) as a TFP distribution over int32 codes, event shape [num_latents]: `tfd.Autoregressive`, whose
         log_prob is `log_prob` (one pass) and whose sample runs num_latents unrolled passes (`sample` loops
         instead). temperature divides every conditional's logits."""

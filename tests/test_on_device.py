@@ -186,7 +186,11 @@ def test_report_recommends_a_faithful_mode_and_withdraws_slow_dynamic_files(expo
     ],
 )
 def test_bad_export_arguments_exit_2_with_one_line(arguments, message, tmp_path, capsys):
-    assert main(["export", str(tmp_path / "no-run"), "--to", str(tmp_path / "saved" / "m"), *arguments]) == 2
+    run = tmp_path / "run"  # looks like a run folder; the arguments are refused before anything reads it
+    run.mkdir()
+    for name in ("model.keras", "config.json"):
+        (run / name).write_text("")
+    assert main(["export", str(run), "--to", str(tmp_path / "saved" / "m"), *arguments]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "saved").exists()

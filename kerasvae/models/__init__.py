@@ -7,4 +7,4 @@ from kerasvae.models.discrete import DiscreteVAE
 from kerasvae.models.vae import VAE
 from kerasvae.models.vqvae import VQVAE
 
-__all__ = ["Autoencoder", "ConditionalVAE", "DiscreteVAE", "LatentVariableModel", "VAE", "VQVAE"]
+__all__ = ["VAE", "VQVAE", "Autoencoder", "ConditionalVAE", "DiscreteVAE", "LatentVariableModel"]

@@ -484,10 +484,10 @@ class LatentVariableModel(keras.Model):
     code_space = None
 
     def encode_outputs(self, x, labels=None):
-        """The exported `encode` signature's outputs for a batch tensor: {"loc", "scale"} of q(z|x) (a
-        deterministic model's scale is zero)."""
-        params = self.posterior_params(x, labels=labels)
-        return {"loc": params["loc"], "scale": params.get("scale", tf.zeros_like(params["loc"]))}
+        """The exported `encode` signature's outputs for a batch tensor, named by the posterior head
+        (`Posterior.encode_outputs`): {"loc", "scale"} of a Gaussian q(z|x) (a deterministic model's scale
+        is zero); codes and their latents for discrete ones."""
+        return self.posterior_head.encode_outputs(self.posterior_params(x, labels=labels))
 
     def decode_outputs(self, z, labels=None):
         """The exported `decode` signature's outputs: {"mean": E[x|z], and the likelihood's parameters}."""

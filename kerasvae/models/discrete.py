@@ -6,11 +6,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvae import likelihoods, objectives, posteriors, priors
-from kerasvae.models.base import LatentVariableModel, batch_function
+from kerasvae import objectives, posteriors, priors
+from kerasvae.models.base import batch_function
 from kerasvae.models.vae import VAE
 
 CODES = ("binary", "categorical")
+# VAE arguments a DiscreteVAE does not take: its code type sets the posterior and prior heads, and it trains
+# on one relaxed sample with the discrete KL.
+VAE_ARGUMENTS_SET_BY_THE_CODE = ("posterior", "prior", "num_samples", "gradient_estimator", "free_bits", "analytic_kl", "min_scale")
 
 
 @keras.saving.register_keras_serializable(package="kerasvae")
@@ -113,22 +116,16 @@ class DiscreteVAE(VAE):
         self.anneal_rate = float(anneal_rate)
         self.min_temperature = float(min_temperature)
         self.straight_through = bool(straight_through)
-        # What VAE.loss_terms and VAE.kl_weight read. VAE.__init__ would build a Gaussian posterior head, so
-        # the base class is called directly with the discrete head and prior.
-        self.beta = float(beta)
-        self.kl_warmup_steps = int(kl_warmup_steps)
-        self.num_samples = 1
-        self.free_bits = 0.0
-        LatentVariableModel.__init__(
-            self,
+        super().__init__(
             encoder=encoder,
             decoder=decoder,
             latent_dim=posterior.latent_dim,
             input_shape=input_shape,
-            likelihood=likelihoods.get(likelihood),
-            posterior=posterior,
+            likelihood=likelihood,
             prior=prior,
-            metric_names=("loss", "reconstruction", "kl", "elbo"),
+            posterior=posterior,
+            beta=beta,
+            kl_warmup_steps=kl_warmup_steps,
             **kwargs,
         )
         self._compiled["_codes_batch"] = batch_function(self._codes_batch)
@@ -205,13 +202,6 @@ class DiscreteVAE(VAE):
     def code_space(self):
         return (self.num_latents, self.num_categories)
 
-    def encode_outputs(self, x, labels=None):
-        """What the exported `encode` signature serves: logits (binary [n, latent_dim], categorical [n,
-        num_latents, num_categories]), the most likely codes int32 [n, num_latents] and their latents z
-        [n, latent_dim], the input of `decode`."""
-        params = self.posterior_params(x)
-        return {"logits": params["logits"], "codes": self.posterior_head.codes(params["loc"]), "z": params["loc"]}
-
     def _codes_batch(self, x):
         return self.posterior_head.codes(self.posterior_params(x)["loc"])
 
@@ -224,8 +214,11 @@ class DiscreteVAE(VAE):
     # === Serialization ===
 
     def get_config(self):
+        # VAE's config, less what the code type determines (posterior and prior heads) or fixes (one sample,
+        # no free bits, the discrete KL).
+        config = {k: v for k, v in super().get_config().items() if k not in VAE_ARGUMENTS_SET_BY_THE_CODE}
         return {
-            **LatentVariableModel.get_config(self),
+            **config,
             "code": self.code,
             "num_latents": self.num_latents,
             "num_categories": self.num_categories,
@@ -233,6 +226,4 @@ class DiscreteVAE(VAE):
             "anneal_rate": self.anneal_rate,
             "min_temperature": self.min_temperature,
             "straight_through": self.straight_through,
-            "beta": self.beta,
-            "kl_warmup_steps": self.kl_warmup_steps,
         }

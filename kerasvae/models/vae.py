@@ -41,7 +41,10 @@ class VAE(LatentVariableModel):
         free_bits: float. Nats of KL per latent dimension the loss does not penalize. Defaults to 0.
         analytic_kl: bool or None. Force the analytic (True) or Monte Carlo (False) KL; None uses the
             analytic one where TFP has it. Defaults to None.
-        min_scale: float. Floor of the posterior scale. Defaults to 1e-4.
+        min_scale: float. Floor of the Gaussian posterior's scale. Defaults to 1e-4.
+        posterior: a kerasvae.posteriors.Posterior or None. The head of q(z|x); None is the diagonal
+            Gaussian (GaussianPosterior). Any head whose distribution samples with reparameterized
+            gradients trains by the same ELBO (README, "Extending").
 
     >>> import kerasvae as kv
     >>> vae = kv.VAE(kv.networks.MLP((64,)), kv.networks.MLP((64,)), latent_dim=2, input_shape=(8, 8, 1))
@@ -64,6 +67,7 @@ class VAE(LatentVariableModel):
         free_bits=0.0,
         analytic_kl=None,
         min_scale=1e-4,
+        posterior=None,
         **kwargs,
     ):
         self.beta = float(beta)
@@ -83,7 +87,7 @@ class VAE(LatentVariableModel):
             latent_dim=latent_dim,
             input_shape=input_shape,
             likelihood=likelihoods.get(likelihood),
-            posterior=posteriors.GaussianPosterior(latent_dim, min_scale=self.min_scale),
+            posterior=posteriors.GaussianPosterior(latent_dim, min_scale=self.min_scale) if posterior is None else posterior,
             prior=priors.get(prior, latent_dim, input_shape=input_shape),
             metric_names=("loss", "reconstruction", "kl", "elbo"),
             **kwargs,
@@ -158,4 +162,5 @@ class VAE(LatentVariableModel):
             "free_bits": self.free_bits,
             "analytic_kl": self.analytic_kl,
             "min_scale": self.min_scale,
+            "posterior": serialize(self.posterior_head),
         }

@@ -184,11 +184,6 @@ class VQVAE(LatentVariableModel):
     def code_space(self):
         return (self.num_latents, self.quantizer.num_embeddings)
 
-    def encode_outputs(self, x, labels=None):
-        """The code indices and the quantized latents decode takes: {"codes", "z"}."""
-        params = self.posterior_params(x)
-        return {"codes": params["codes"], "z": params["loc"]}
-
     def decoder_inputs(self, x, seed=0, labels=None):
         """The quantized latents of x: a VQ-VAE's decoder sees codebook vectors, never posterior draws."""
         return np.asarray(self.quantized_latents(x), np.float32)
