@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=[
-        "apps", "calibration", "callbacks", "corruptions", "data", "distribute", "evaluation", "export", "likelihoods", "networks",
+        "apps", "calibration", "callbacks", "code_priors", "codebook", "corruptions", "data", "distribute", "evaluation", "export", "likelihoods", "networks",
         "objectives", "optimizers", "posteriors", "presets", "pretraining", "priors", "progress", "quantizers", "recipes", "saving",
         "serving", "sparsity",
     ],

@@ -28,7 +28,7 @@ class Prior(keras.layers.Layer):
 
     Subclasses create their weights in `__init__` (their shapes never depend on data), so a model has its
     full variable set at construction and `.keras` loading finds every prior weight. The code priors of
-    discrete models (kerasvae.quantizers) are priors too.
+    discrete models (kerasvae.code_priors) are priors too.
     """
 
     # True for priors defined through q(z|x); see the module docstring.

@@ -37,6 +37,7 @@ def saved(tmp_path_factory):
         "import keras\nimport kerasvae",  # Keras first
         "import kerasvae.data",  # a module whose `import tensorflow` pulls Keras in mid-import
         "from kerasvae.priors import MixturePrior",  # a registering module first
+        "from kerasvae.code_priors import CodePrior",  # one that needs another's class (priors.Prior) as it loads
         "from kerasvae.serving import RestClient",  # a light module only, then Keras
     ],
 )

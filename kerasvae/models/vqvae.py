@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvae import likelihoods, quantizers
+from kerasvae import code_priors, codebook, likelihoods
 from kerasvae.models.base import LatentVariableModel, all_replicas, batch_function
 
 
@@ -16,7 +16,7 @@ class VQVAE(LatentVariableModel):
 
         loss = -log p(x|z_q) + ||sg(z_e) - z_q||^2 + commitment_cost * ||z_e - sg(z_q)||^2
 
-    with straight-through gradients (kerasvae.quantizers has the details, and the EMA codebook update used
+    with straight-through gradients (kerasvae.codebook has the details, and the EMA codebook update used
     when `ema_decay` is set). Logged: loss, reconstruction (-log p(x|z_q), nats), vq_loss, perplexity
     (exp of the entropy of the batch's code usage).
 
@@ -32,8 +32,8 @@ class VQVAE(LatentVariableModel):
       - `decode(z)` takes quantized latents z [n, latent_dim]; `decode_codes(codes)` takes code indices.
       - `prior`: the prior over codes, untrained until `fit_code_prior(x)` fits it to the training codes:
         prior="categorical", a mixture of `prior_components` products of per-position categoricals
-        (kerasvae.quantizers.CodePrior), or prior="pixelcnn", an autoregressive gated PixelCNN over the code
-        grid, p(c) = prod_i p(c_i | c_<i) (kerasvae.quantizers.PixelCNNPrior). `sample` draws codes from it
+        (kerasvae.code_priors.CodePrior), or prior="pixelcnn", an autoregressive gated PixelCNN over the code
+        grid, p(c) = prod_i p(c_i | c_<i) (kerasvae.code_priors.PixelCNNPrior). `sample` draws codes from it
         (position by position for the PixelCNN) and decodes them; `temperature` divides the prior's logits.
       - `elbo(x)` = log p(x|z_q(x)) + log p(c(x)): the ELBO of the point-mass posterior (its entropy is 0, so
         KL(q || p) = -log p(c(x))), a true lower bound on log p(x) = log sum_c p(x|c) p(c).
@@ -87,10 +87,10 @@ class VQVAE(LatentVariableModel):
     ):
         # Distances and EMA statistics stay float32 under a mixed-precision policy: half-precision squared
         # distances tie codes, and the EMA sums lose the small updates.
-        quantizer = quantizers.VectorQuantizer(
+        quantizer = codebook.VectorQuantizer(
             num_embeddings, embedding_dim, commitment_cost, ema_decay, restart_after=restart_after, seed=kwargs.get("seed"), dtype="float32"
         )
-        posterior = quantizers.QuantizedPosterior(quantizer, num_latents)
+        posterior = codebook.QuantizedPosterior(quantizer, num_latents)
         features_shape = tuple(encoder(tf.zeros((1, *input_shape))).shape)
         grid = features_shape[1:-1] if num_latents is None else (int(num_latents),)
         self.num_latents = int(np.prod(grid))
@@ -98,12 +98,12 @@ class VQVAE(LatentVariableModel):
         self.prior_kind = prior
         self.prior_options = dict(prior_options or {})
         if prior == "categorical":
-            code_prior = quantizers.CodePrior(self.num_latents, quantizer.num_embeddings, self.prior_components)
+            code_prior = code_priors.CodePrior(self.num_latents, quantizer.num_embeddings, self.prior_components)
         elif prior == "pixelcnn":
             if len(grid) > 2:
                 raise ValueError(f"The PixelCNN prior takes a 1-D or 2-D layout of codes, got a {len(grid)}-D grid {tuple(grid)}.")
             # A 1-D layout (vector latents, or a sequence's feature map) is a grid of one row.
-            code_prior = quantizers.PixelCNNPrior(
+            code_prior = code_priors.PixelCNNPrior(
                 (1, *grid) if len(grid) == 1 else grid, quantizer.num_embeddings, seed=kwargs.get("seed"), dtype="float32", **self.prior_options
             )
         else:
