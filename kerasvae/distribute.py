@@ -45,6 +45,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from kerasvae import _keras_compat
 from kerasvae.choices import PRECISIONS, STRATEGIES
 
 TF_CONFIG_EXAMPLE = (
@@ -192,16 +193,16 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
     callbacks = keras.callbacks.CallbackList(
         callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=model
     )
-    with _atomic_counters([model.optimizer.iterations, *model.metrics_variables]):
+    with _keras_compat.atomic_assign_add([model.optimizer.iterations, *model.metrics_variables]):
         return _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data)
 
 
 def _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data):
     step, test_step = _scheduled_step(model), tf.function(model.test_step, reduce_retracing=True)
     model.stop_training = False
-    model._initial_epoch = None  # Keras's BackupAndRestore sets it in on_train_begin to resume
+    _keras_compat.set_resume_epoch(model, None)  # Keras's BackupAndRestore sets it in on_train_begin to resume
     callbacks.on_train_begin()
-    initial_epoch = model._initial_epoch or initial_epoch
+    initial_epoch = _keras_compat.resume_epoch(model) or initial_epoch
     # Join every few steps: callbacks see fresh logs and a worker's error surfaces early, while enough steps
     # stay queued to keep every worker busy.
     chunk = max(1, min(steps_per_epoch, JOIN_EVERY))
@@ -229,20 +230,6 @@ def _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch,
     model.optimizer.finalize_variable_values(model.trainable_weights)  # as Keras's fit: a weight average takes over
     callbacks.on_train_end(logs)
     return model.history
-
-
-@contextlib.contextmanager
-def _atomic_counters(variables):
-    # A Keras variable adds by reading itself and assigning the sum: two workers adding at once to the step
-    # count or a metric's total on a ps task would lose one addition (a count of 25 for 36 steps). The
-    # tf.Variable underneath adds atomically where it lives, so these variables add through it during `fit`.
-    for variable in variables:
-        variable.assign_add = variable.value.assign_add
-    try:
-        yield
-    finally:
-        for variable in variables:
-            del variable.assign_add
 
 
 def _cardinality(dataset):

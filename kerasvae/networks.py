@@ -6,6 +6,8 @@ import math
 
 import keras
 
+from kerasvae import _keras_compat
+
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
 
 
@@ -197,7 +199,7 @@ def unrolled(model):
     """Within the block, every recurrent layer of `model` traces unrolled (a fixed number of cell copies, no
     while loop): the TFLite converter cannot lower a loop's tensor lists to builtin ops. Same weights, same
     outputs; only graphs traced inside the block change."""
-    recurrent = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.RNN)]
+    recurrent = [layer for layer in _keras_compat.flatten_layers(model) if isinstance(layer, keras.layers.RNN)]
     previous = [layer.unroll for layer in recurrent]
     for layer in recurrent:
         layer.unroll = True

@@ -13,6 +13,8 @@ arithmetic in one multi-threaded pass, with the same equations:
 import keras
 import tensorflow as tf
 
+from kerasvae import _keras_compat
+
 
 @keras.saving.register_keras_serializable(package="kerasvae")
 class Adam(keras.optimizers.Adam):
@@ -22,7 +24,8 @@ class Adam(keras.optimizers.Adam):
 
     The fused kernel is used for float32 variables without `amsgrad` outside `tf.distribute` strategies;
     anything else (a strategy's scope, whose variables are mirrored or live on parameter servers,
-    `amsgrad=True`, other dtypes) takes Keras's own update.
+    `amsgrad=True`, other dtypes) takes Keras's own update, as does every variable, with one warning, under a
+    Keras whose Adam no longer keeps its moments where the fused update writes them (kerasvae._keras_compat).
     The kerasvae models' `compile()` uses it when given no optimizer or the string "adam".
 
     >>> import kerasvae as kv
@@ -31,14 +34,15 @@ class Adam(keras.optimizers.Adam):
     """
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or variable.dtype != tf.float32 or tf.distribute.has_strategy():
+        if (self.amsgrad or variable.dtype != tf.float32 or tf.distribute.has_strategy()
+                or not _keras_compat.usable(_keras_compat.FUSED_ADAM)):
             return super().update_step(gradient, variable, learning_rate)
-        index = self._get_variable_index(variable)
+        m, v = _keras_compat.adam_moments(self, variable)
         step = tf.cast(self.iterations + 1, tf.float32)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle,
-            m=self._momentums[index].handle,
-            v=self._velocities[index].handle,
+            m=m.handle,
+            v=v.handle,
             beta1_power=tf.pow(tf.cast(self.beta_1, tf.float32), step),
             beta2_power=tf.pow(tf.cast(self.beta_2, tf.float32), step),
             lr=tf.cast(learning_rate, tf.float32),
@@ -54,10 +58,11 @@ class Adam(keras.optimizers.Adam):
             average <- m_t average + (1 - m_t) w,    m_t = min(ema_momentum, (1 + t) / (10 + t)),  m_0 = 0,
 
         so a run of a few hundred steps averages over its own recent steps instead of staying near its first
-        one (with a fixed 0.999, 36 steps would leave 96% of the first step's weights in the average)."""
+        one (with a fixed 0.999, 36 steps would leave 96% of the first step's weights in the average).
+        A private Keras hook, checked by kerasvae._keras_compat."""
         step = tf.cast(self.iterations, tf.float32)
         momentum = tf.where(step > 0, tf.minimum(tf.cast(self.ema_momentum, tf.float32), (1 + step) / (10 + step)), 0.0)
-        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
+        for variable, average in zip(trainable_variables, _keras_compat.weight_averages(self)):
             if average is not None:
                 average.assign(momentum * average + (1 - momentum) * tf.cast(variable, average.dtype))
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerasvae import _keras_compat, data, distribute, plots, presets, saving
 from kerasvae import callbacks as kv_callbacks
-from kerasvae import data, distribute, plots, presets, saving
 from kerasvae.callbacks import ValidateAveragedWeights  # noqa: F401 (still importable from here)
 
 # Settings that may change when a crashed run is resumed; any other change needs a fresh run folder.
@@ -107,15 +107,14 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, restore_dir=None, delete_checkpoint=False):
         super().__init__(str(backup_dir), delete_checkpoint=delete_checkpoint)
         restore_dir = Path(restore_dir or backup_dir)
-        self._write_paths = (Path(self._weights_path), Path(self._training_metadata_path))
-        self._weights_path = str(restore_dir / self._write_paths[0].name)
-        self._training_metadata_path = str(restore_dir / self._write_paths[1].name)
+        self._write_paths = tuple(Path(path) for path in _keras_compat.backup_paths(self))
+        _keras_compat.restore_backup_from(self, *(restore_dir / path.name for path in self._write_paths))
 
-    def _save_model(self):
+    def _save_model(self):  # a private Keras hook, checked by kerasvae._keras_compat
         weights, metadata = self._write_paths
         # Weights first: a kill between the two renames repeats one epoch's training, never skips one.
         atomic_write(weights, self.model.save_weights)
-        write_json(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        write_json(metadata, _keras_compat.backup_position(self))
 
 
 class StopAtBestValidation(keras.callbacks.EarlyStopping):

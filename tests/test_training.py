@@ -122,7 +122,7 @@ def test_the_presets_training_defaults_fill_what_the_command_leaves_unset(tmp_pa
     assert presets.training_defaults("vae")["weight_averaging"] == 0.999 and presets.training_defaults("mlp-vae")["weight_averaging"] is None
     with pytest.raises(ValueError, match="Unknown model"):
         presets.training_defaults("transformer")
-    monkeypatch.setitem(presets.TRAINING, presets.mlp_vae, {"epochs": 2, "batch_size": 500})
+    monkeypatch.setattr(presets.mlp_vae, "recipe", presets.mlp_vae.recipe.replace(epochs=2, batch_size=500))
     base = ["train", "--model", "mlp-vae", "--dataset", "digits", "--latent-dim", "2"]
     assert cli.main([*base, "--out", str(tmp_path / "tuned")]) == 0
     told_args = ["--batch-size", "100", "--learning-rate", "0.01", "--weight-averaging", "0.99"]
