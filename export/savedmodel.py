@@ -1,8 +1,11 @@
-"""Export a run folder written by `kerasvae train`; the same as `kerasvae export RUN --to DIR ...`.
+"""Export a run folder written by `kerasvae train`, or a `.keras` file written by `model.save`; the same as
+`kerasvae export RUN_OR_FILE --to DIR ...`.
 
-    python export/savedmodel.py runs/fmnist --to saved_models/fmnist  
+    python export/savedmodel.py runs/fmnist --to saved_models/fmnist
+    python export/savedmodel.py fmnist.keras --to saved_models/fmnist
 
-Every option of `kerasvae export` is accepted (--version N, --force, --tflite MODES, --onnx).
+Every option of `kerasvae export` is accepted (--version N, --force, --tflite MODES, --calibration-data NAME|PATH,
+--onnx). A .keras file has no training data of its own: int8 and --web need --calibration-data.
 """
 
 import sys

@@ -1,9 +1,12 @@
-"""Export a run folder written by `kerasvae train`; the same as `kerasvae export RUN --to DIR ...`.
+"""Export a run folder written by `kerasvae train`, or a `.keras` file written by `model.save`; the same as
+`kerasvae export RUN_OR_FILE --to DIR ...`.
 
     python export/tflite.py runs/fmnist --to saved_models/fmnist --tflite float32,dynamic,float16,int8 --tflite-batch 1,16
+    python export/tflite.py fmnist.keras --to saved_models/fmnist --tflite int8 --calibration-data fashion_mnist
 
-Every option of `kerasvae export` is accepted (--version N, --force, --tflite MODES, --tflite-batch SIZES, --onnx,
---web, --web-runtime PATH, --author, --license).
+Every option of `kerasvae export` is accepted (--version N, --force, --tflite MODES, --calibration-data NAME|PATH,
+--tflite-batch SIZES, --onnx, --web, --web-runtime PATH, --author, --license). A .keras file has no training data of
+its own: int8 and --web need --calibration-data.
 """
 
 import sys

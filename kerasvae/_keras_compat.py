@@ -43,7 +43,7 @@ class Private(NamedTuple):
 PRIVATES = (
     Private("keras.Model._maybe_symbolic_build", "LatentVariableModel builds only the optimizer, drawing no batch "
             "(keras-team/keras#20585)", ("self", "iterator", "data_batch"), ("keras.Model.fit", "keras.Model.evaluate"),
-            override="kerasvae.models.base.LatentVariableModel._maybe_symbolic_build"),
+            override="kerasvae.models.multi_worker.MultiWorkerSteps._maybe_symbolic_build"),
     Private("keras.Model._distribute_strategy", "LatentVariableModel._maybe_symbolic_build builds the optimizer in it",
             used_in=("keras.Model._maybe_symbolic_build", "keras.Model.distribute_strategy")),
     Private("tensorflow.python.distribute.collective_all_reduce_strategy.CollectiveAllReduceExtended._in_multi_worker_mode",

@@ -99,12 +99,13 @@ def _reconstruct(args):
 
 
 def _export(args):
-    from kerasvae.export import export_run
+    from kerasvae.export import export
 
     modes = [m for m in (args.tflite or "").split(",") if m]
-    result = export_run(
-        args.run, args.to, args.version, args.force, modes, args.onnx, tflite_batch=args.tflite_batch, web=args.web,
-        web_runtime=args.web_runtime, author=args.author, license=args.license,
+    result = export(
+        args.run, args.to, args.version, args.force, modes, args.onnx, calibration_data=args.calibration_data,
+        tflite_batch=args.tflite_batch, web=args.web, web_runtime=args.web_runtime, author=args.author,
+        license=args.license,
     )
     print(json.dumps(result, indent=2))
 
@@ -224,12 +225,15 @@ def build_parser():
     reconstruct.add_argument("--output", default="reconstructions.png")
     reconstruct.set_defaults(handler=_reconstruct)
 
-    export = commands.add_parser("export", help="export a run for TF Serving, TFLite and ONNX")
-    export.add_argument("run")
+    export = commands.add_parser("export", help="export a run or a .keras file for TF Serving, TFLite and ONNX")
+    export.add_argument("run", metavar="RUN_OR_FILE", help="a run folder or a .keras model file")
     export.add_argument("--to", required=True, help="model folder in the serving root, e.g. saved_models/fmnist")
     export.add_argument("--version", type=int, default=None, help="default: the next free version")
     export.add_argument("--force", action="store_true", help="replace an existing --version")
     export.add_argument("--tflite", default=None, help="comma-separated decoder modes: float32,dynamic,float16,int8")
+    export.add_argument("--calibration-data", default=None, metavar="NAME|PATH",
+                        help="training examples for int8 calibration and the --web demo: a dataset name or path "
+                             "(its train split), e.g. digits or x.npy (default: a run's own data; none for a .keras file)")
     export.add_argument("--tflite-batch", default="1",
                         help="comma-separated static batch sizes of the TFLite files (1 is always written), e.g. 1,16")
     export.add_argument("--onnx", action="store_true", help="also write onnx/decoder.onnx and onnx/encoder.onnx")
@@ -239,7 +243,7 @@ def build_parser():
                              "from here up)")
     export.add_argument("--author", default="", help="author field of the TFLite Metadata and model.json")
     export.add_argument("--license", default="", help="licence field of the TFLite Metadata and model.json")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=_export, check_run=runs.check_model_source)
 
     serve = commands.add_parser("serve", help="serve a folder of SavedModels over TF Serving's gRPC and REST APIs")
     serve.add_argument("saved_models", help="serving root, e.g. saved_models")
@@ -283,8 +287,8 @@ def main(argv=None):
     was_enabled = progress.enabled()
     progress.enable(not args.quiet)
     try:
-        if getattr(args, "run", None) is not None:
-            runs.check_run_folder(args.run)
+        if getattr(args, "run", None) is not None:  # export also takes .keras files: its own check_run
+            getattr(args, "check_run", runs.check_run_folder)(args.run)
         logs.start_tensorflow(verbose=args.verbose)
         args.handler(args)
     except ValueError as error:

@@ -15,3 +15,16 @@ def check_run_folder(run):
     if missing:
         raise ValueError(f"{run} is not a kerasvae run folder: missing {', '.join(missing)}.")
     return run
+
+
+def check_model_source(path):
+    """Raises ValueError (one line) unless `path` is what `kerasvae export` takes: a finished run folder or
+    an existing `.keras` model file."""
+    path = Path(path)
+    if path.suffix == ".keras" and not path.is_dir():
+        if not path.is_file():
+            raise ValueError(f"No model file {path} (a .keras file written by model.save, or a run folder).")
+        return path
+    if path.is_file():
+        raise ValueError(f"{path} is neither a .keras model file nor a kerasvae run folder.")
+    return check_run_folder(path)

@@ -88,6 +88,7 @@ def test_demo_runs_end_to_end(tmp_path):
         (["train", "--early-stopping", "-2", "--out", "x"], "early_stopping must be a patience of at least 1 epoch"),
         (["train", "--out", "x", "--bogus"], "kerasvae train: error: unrecognized arguments: --bogus"),
         (["export", "run", "--to"], "kerasvae export: error: argument --to: expected one argument"),
+        (["export", "missing.keras", "--to", "x"], "kerasvae export: No model file missing.keras"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(args, message, tmp_path):

@@ -57,7 +57,7 @@ def gathered():
     strategy = kv.distribute.strategy("mirrored")
     batch = tf.data.Dataset.from_tensor_slices(np.arange(6.0)).batch(6)
     batch = next(iter(strategy.experimental_distribute_dataset(batch)))
-    run = strategy.run(lambda t: (kv.models.base.all_replicas(t), kv.models.base.batch_share(t)), args=(batch,))
+    run = strategy.run(lambda t: (kv.models.multi_worker.all_replicas(t), kv.models.training_steps.batch_share(t)), args=(batch,))
     return [[r.numpy().tolist() for r in strategy.experimental_local_results(part)] for part in run]
 
 def replica_seeds():

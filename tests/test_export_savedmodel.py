@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import DIGITS_SHAPE, fit, small_vae
 
 import kerasvae as kv
-from conftest import DIGITS_SHAPE, fit, small_vae
 from kerasvae import cli
 from kerasvae.export import savedmodel
 
@@ -156,3 +156,55 @@ def test_cli_export_records_metadata_and_exits_2_on_an_existing_version(tmp_path
     for name in ("tflite/decoder_float32.tflite", "tflite/decoder_int8.tflite", "tflite/report.json", "onnx/decoder.onnx", "onnx/encoder.onnx"):
         assert (target / name).stat().st_size > 0, name
     assert cli.main(["export", str(run), "--to", str(target), "--tflite", "int4"]) == 2
+
+
+def write_run_folder(model, run, history=None):
+    """The files `kerasvae train` leaves that export reads: the model, its config (digits, as trained here)
+    and its history."""
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"dataset": "digits", "seed": 0}))
+    (run / "history.json").write_text(json.dumps(history or {"loss": [3.0, 2.0]}))
+    return run
+
+
+def test_a_model_a_keras_file_and_a_run_folder_export_the_same_savedmodel(digits, tmp_path):
+    model = small_vae(hidden=(8,))
+    fit(model, digits[0], epochs=1)
+    model.save(tmp_path / "model.keras")
+    run = write_run_folder(model, tmp_path / "run")
+    sources = {"object": model, "file": str(tmp_path / "model.keras"), "run": run}
+    paths = {name: kv.export.export(source, tmp_path / name / "digits")["savedmodel"] for name, source in sources.items()}
+    x, z = digits[2][:5], np.random.default_rng(0).standard_normal((5, model.latent_dim)).astype(np.float32)
+    inputs = {"encode": {"x": x}, "decode": {"z": z}, "score": {"x": x},
+              "sample": {"num_samples": np.int32(3), "seed": np.array([1, 2], np.int32)}}
+    outputs = {name: {s: run_in_tf1_session(path, s, feed) for s, feed in inputs.items()} for name, path in paths.items()}
+    for name in ("file", "run"):
+        for signature, expected in outputs["object"].items():
+            assert set(outputs[name][signature]) == set(expected), (name, signature)
+            for key, value in expected.items():
+                np.testing.assert_array_equal(outputs[name][signature][key], value, err_msg=f"{name} {signature} {key}")
+    metadata = {name: json.loads((tmp_path / name / "digits" / "1" / "assets.extra" / savedmodel.METADATA_FILE).read_text())
+                for name in sources}
+    assert metadata["object"]["model_config"] == metadata["file"]["model_config"] == metadata["run"]["model_config"]
+    assert metadata["object"]["model_config"]["class_name"] == "VAE" and "compile_config" not in metadata["object"]["model_config"]
+    assert "training_config" not in metadata["file"] and "final_metrics" not in metadata["object"]
+    assert metadata["run"]["training_config"]["dataset"] == "digits" and metadata["run"]["final_metrics"] == {"loss": 2.0}
+
+
+def test_files_that_need_calibration_data_are_refused_without_it_before_anything_is_written(digits, tmp_path):
+    conditional = kv.presets.conditional_vae(input_shape=DIGITS_SHAPE, latent_dim=2, hidden=(8,), seed=0)
+    refusals = [
+        (small_vae(hidden=(8,)), {"tflite": ["int8"]}, "No calibration data for int8 TFLite files"),
+        (small_vae(hidden=(8,)), {"tflite": ["float16"], "web": True}, "No calibration data for the web demo"),
+        (conditional, {"tflite": ["float32"]}, "No calibration data for ConditionalVAE's TFLite files"),
+        (conditional, {"tflite": ["float32"], "calibration_data": digits[0]}, "ConditionalVAE is conditional: pass"),
+        (small_vae(hidden=(8,)), {"tflite": ["int8"], "calibration_data": np.zeros((4, 28, 28, 1))}, r"shape \(28, 28, 1\)"),
+    ]
+    for model, options, message in refusals:
+        with pytest.raises(ValueError, match=message) as error:
+            kv.export.export(model, tmp_path / "saved_models" / "digits", **options)
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "saved_models").exists()
+    with pytest.raises(ValueError, match="No model file missing.keras"):
+        kv.export.export("missing.keras", tmp_path / "saved_models" / "digits")

@@ -2,7 +2,10 @@
 where apps run them (LiteRT interpreter, onnxruntime), against the Keras model they came from."""
 
 import json
+import shutil
 
+import browser_harness
+import compiled_model_run
 import keras
 import numpy as np
 import onnxruntime
@@ -10,10 +13,8 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from conftest import DIGITS_SHAPE, fit
 
-import browser_harness
-import compiled_model_run
-
 import kerasvae as kv
+from kerasvae import cli
 from kerasvae.export import calibration_latents, export_model_tflite
 from kerasvae.export.onnx import export_onnx
 from kerasvae.export.savedmodel import write_savedmodel
@@ -68,7 +69,7 @@ def test_quantized_decoders_are_small_and_faithful(exported):
 def test_outputs_that_are_one_tensor_keep_one_name(exported):
     """A Gaussian decoder's loc is its mean: the files keep `mean` (CompiledModel would report only one of
     the two names) and model.json says what was dropped."""
-    name, _, _, root, report, _ = exported
+    name, _, _, root, _, _ = exported
     sidecar = json.loads((root / "tflite" / "model.json").read_text())
     runner = Interpreter(model_path=str(root / "tflite" / "decoder_float32.tflite")).get_signature_runner("decode")
     if name == "mlp_ae":  # Gaussian likelihood
@@ -219,3 +220,40 @@ def test_recommend_picks_the_smallest_mode_at_or_above_40_db():
     assert mode == "float16" and "int8 (PSNR 37.0 dB)" in why
     decoder["int8"]["psnr_db"] = 40.0
     assert recommend(decoder)[0] == "int8"
+
+
+@pytest.mark.slow
+def test_a_model_a_keras_file_a_run_folder_and_the_command_export_the_same_tflite_files(digits, tmp_path, capsys):
+    """int8 calibrated on the same digits (an array, the name "digits", the run's own data) gives the same
+    files, the same fidelity and the same outputs whichever way the model is given."""
+    model = kv.presets.mlp_vae(input_shape=DIGITS_SHAPE, latent_dim=4, hidden=(64, 32), seed=0)
+    fit(model, digits[0], epochs=2)
+    keras_file, run = tmp_path / "model.keras", tmp_path / "run_folder"
+    model.save(keras_file)
+    run.mkdir()
+    shutil.copy(keras_file, run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"dataset": "digits"}))
+    reports = {
+        "object": kv.export.export(model, tmp_path / "object" / "digits", tflite=["int8"], calibration_data=digits[0]),
+        "file": kv.export.export(str(keras_file), tmp_path / "file" / "digits", tflite=["int8"], calibration_data="digits"),
+        "run": kv.export.export_run(run, tmp_path / "run" / "digits", tflite=["int8"]),
+    }
+    capsys.readouterr()
+    command = ["export", str(keras_file), "--to", str(tmp_path / "command" / "digits"), "--calibration-data", "digits",
+               "--tflite", "int8"]
+    assert cli.main(command) == 0
+    reports["command"] = json.loads(capsys.readouterr().out)
+    z = calibration_latents(model, digits[0][:1])
+    files, means = {}, {}
+    for name, report in reports.items():
+        tflite_dir = tmp_path / name / "digits" / "tflite"
+        assert report["tflite"] == json.loads((tflite_dir / "report.json").read_text())
+        files[name] = sorted(path.name for path in tflite_dir.iterdir())
+        means[name] = Interpreter(model_path=str(tflite_dir / "decoder_int8.tflite")).get_signature_runner("decode")(z=z)["mean"]
+    int8 = reports["object"]["tflite"]["decoder"]["int8"]
+    assert int8["psnr_db"] >= 30 and "decoder_int8.tflite" in files["object"], int8
+    for name in ("file", "run", "command"):
+        assert files[name] == files["object"], name
+        for key in ("psnr_db", "max_abs_error"):  # not sizes: a loaded model's layers are numbered anew (dense_5 -> dense_10)
+            assert reports[name]["tflite"]["decoder"]["int8"][key] == pytest.approx(int8[key], rel=1e-6), (name, key)
+        np.testing.assert_array_equal(means[name], means["object"], err_msg=name)

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from kerasvae import likelihoods, posteriors, priors
 from kerasvae._tfp import tfd
-from kerasvae.models.base import LatentVariableModel, all_replicas, serialize
+from kerasvae.models.base import LatentVariableModel, serialize
+from kerasvae.models.multi_worker import all_replicas
 
 
 @keras.saving.register_keras_serializable(package="kerasvae")

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae import objectives, posteriors, priors
-from kerasvae.models.base import batch_function
+from kerasvae.models.probabilistic import batch_function
 from kerasvae.models.vae import VAE
 
 CODES = ("binary", "categorical")

@@ -7,7 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae import code_priors, codebook, likelihoods
-from kerasvae.models.base import LatentVariableModel, all_replicas, batch_function
+from kerasvae.models.base import LatentVariableModel
+from kerasvae.models.multi_worker import all_replicas
+from kerasvae.models.probabilistic import batch_function
 
 
 @keras.saving.register_keras_serializable(package="kerasvae")

@@ -1,0 +1,64 @@
+"""Input validation of the probabilistic API: one ValueError line naming what was expected and what came.
+A mixin of LatentVariableModel."""
+
+
+import numpy as np
+import tensorflow as tf
+
+
+class InputChecks:
+
+    def _check_inputs(self, x):
+        """x as a float32 array [batch, *input_shape] of finite values in the likelihood's support; a
+        ValueError naming what was expected and what came otherwise."""
+        expected = f"[batch, {', '.join(map(str, self.data_shape))}]"
+        try:
+            x = np.asarray(x)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"Expected inputs of shape {expected}, got a ragged value ({error}).") from None
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"Expected real-valued inputs (float32, or any int or float dtype), got dtype {x.dtype}.")
+        if x.ndim != len(self.data_shape) + 1 or x.shape[1:] != self.data_shape:
+            raise ValueError(f"Expected inputs of shape {expected}, got {list(x.shape)}.")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below
+            x = x.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("Inputs contain NaN or infinite values (as float32); expected finite values.")
+        self.likelihood.validate(x)
+        return x
+
+    def _check_labels(self, labels, n):
+        """None for unconditional models; int32 labels [n] in [0, num_classes) for conditional ones (one int
+        is repeated n times). n, the number of examples, must be an int >= 0."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"Expected a number of examples n >= 0 (an int), got {n!r}.")
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError(f"{type(self).__name__} is not conditional; it takes no labels.")
+            return None
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} needs labels: integers in [0, {self.num_classes}).")
+        labels = np.asarray(labels)
+        if labels.ndim == 0:
+            labels = np.full([n], labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"Expected {n} integer labels of shape [{n}], got {labels.dtype} of shape {list(labels.shape)}.")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"Labels must be in [0, {self.num_classes}), got [{labels.min()}, {labels.max()}].")
+        return labels.astype(np.int32)
+
+    def _check_latents(self, z):
+        """z as a float32 tensor [..., latent_dim] of finite values; a ValueError otherwise."""
+        try:
+            z = np.asarray(z)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got a ragged value ({error}).") from None
+        if z.dtype.kind not in "biuf":
+            raise ValueError(f"Expected real-valued latents (float32, or any int or float dtype), got dtype {z.dtype}.")
+        if z.ndim < 1 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got {list(z.shape)}.")
+        with np.errstate(over="ignore"):
+            z = z.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(z)):
+            raise ValueError("Latents contain NaN or infinite values (as float32); expected finite values.")
+        return tf.constant(z)

@@ -1,0 +1,206 @@
+"""The probabilistic API (numpy in, numpy out, batched) and what a family computes and exports on tensors,
+read by kerasvae.export and kerasvae.apps. A mixin of LatentVariableModel."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from kerasvae import objectives
+from kerasvae._tfp import stateless_seed
+
+
+def batch_function(method):
+    """`method(x, *args, labels=None, **kwargs)` compiled once for any batch size.
+
+    `_map_batches` ends on a smaller batch; a trace per batch size and per model adds up, across the
+    models of one script, to TensorFlow's frequent-retracing warning. Tracing on an unknown batch
+    dimension first lets every batch reuse that one trace (a call dispatches to a trace whose input types
+    are a supertype of its own); `get_concrete_function` is a cache lookup after the first call.
+    """
+    compiled = tf.function(method, reduce_retracing=True)
+
+    def call(x, *args, labels=None, **kwargs):
+        if labels is not None:
+            kwargs["labels"] = labels
+        relaxed = {key: tf.TensorSpec([None], value.dtype) if key == "labels" else value for key, value in kwargs.items()}
+        compiled.get_concrete_function(tf.TensorSpec([None, *x.shape[1:]], x.dtype), *args, **relaxed)
+        return compiled(x, *args, **kwargs)
+
+    return call
+
+
+class ProbabilisticAPI:
+    """reconstruct, sample, elbo, log_likelihood, anomaly_score and the tensor-level capabilities."""
+
+
+    def reconstruct(self, x, labels=None):
+        """Mean of p(x | z = mean of q(z|x)), shape of x."""
+        x = self._check_inputs(x)
+        return self._map_batches(self._compiled["_reconstruct_batch"], x, labels=self._check_labels(labels, len(x)))
+
+    def sample(self, n, seed=None, mean=True, temperature=1.0, labels=None):
+        """n draws from the model, shape [n, *input_shape]: z ~ p(z), then E[x|z] (mean=True, the usual image)
+        or x ~ p(x|z). The same seed gives the same output.
+
+        Args:
+            n: int. Number of samples.
+            seed: int, pair of ints or None. Stateless seed. Defaults to None (fresh randomness).
+            mean: bool. Return E[x|z] instead of a draw from p(x|z). Defaults to True.
+            temperature: float. Scales z around the prior mean (< 1 gives smoother, more typical samples).
+            labels: int or int array [n]. The class of each sample, for conditional models.
+        """
+        seed = stateless_seed(self.seed_generator if seed is None else seed)
+        z_seed, x_seed = tfp.random.split_seed(seed, n=2)
+        labels = self._check_labels(labels, n)
+        return self.sample_batch(int(n), z_seed, x_seed, bool(mean), float(temperature), labels).numpy()
+
+    def sample_batch(self, n, z_seed, x_seed, mean, temperature, labels=None):
+        """`sample` on tensors, in graph (the exported `sample` signature): n images from z ~ p(z) drawn
+        with the stateless `z_seed`, and x ~ p(x|z) with `x_seed` unless `mean`."""
+        prior = self.prior
+        z = prior.sample(n, seed=z_seed)
+        z = prior.mean() + temperature * (z - prior.mean())
+        params = self.likelihood_params(z, labels=labels)
+        if mean:
+            return self.likelihood.mean(params)
+        return self.likelihood.distribution(params).sample(seed=x_seed)
+
+    def elbo(self, x, num_samples=1, seed=None, labels=None):
+        """Per-example evidence lower bound in nats, shape [n]: E_q[log p(x|z)] - KL(q(z|x) || p(z))."""
+        x = self._check_inputs(x)
+        elbo_batch = self._compiled["elbo_batch"]
+        return self._map_batches(
+            lambda xb, lb=None: elbo_batch(xb, num_samples, self._seed(seed), labels=lb),
+            x,
+            labels=self._check_labels(labels, len(x)),
+        )
+
+    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None):
+        """Per-example importance-weighted estimate of log p(x) in nats, shape [n] (see objectives).
+
+        Args:
+            num_samples: int. Importance samples per example; the bias shrinks as it grows.
+            chunk_size: int or None. Samples drawn at once; defaults to what keeps about 2^16 decoded
+                examples in memory.
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        x = self._check_inputs(x)
+        labels = self._check_labels(labels, len(x))
+        batch = min(self.eval_batch_size, 256)
+        chunk = chunk_size or max(1, min(num_samples, (1 << 16) // batch))
+        seeds = iter(tfp.random.split_seed(self._seed(seed), n=math.ceil(len(x) / batch) * math.ceil(num_samples / chunk) + 1))
+
+        def batch_log_likelihood(xb, lb=None):
+            return objectives.importance_weighted_log_likelihood(
+                lambda k: self._compiled["log_importance_weights"](xb, k, next(seeds), labels=lb), num_samples, chunk
+            )
+
+        return self._map_batches(batch_log_likelihood, x, batch_size=batch, labels=labels)
+
+    def anomaly_score(self, x, method="elbo", num_samples=1, labels=None):
+        """Per-example anomaly score in nats, higher = more anomalous.
+
+        Args:
+            method: str. "elbo": -ELBO averaged over `num_samples` posterior samples (what the exported
+                `score` signature serves); "nll": -log p(x), the importance-weighted estimate with
+                `num_samples` samples; "reconstruction": -log p(x | z = mean of q(z|x)), deterministic,
+                and the most sensitive to a few corrupted elements (no KL, no sampling noise).
+            num_samples: int. Samples for "elbo" and "nll". Defaults to 1.
+        """
+        if method == "elbo":
+            return -self.elbo(x, num_samples=num_samples, labels=labels)
+        if method == "nll":
+            return -self.log_likelihood(x, num_samples=num_samples, labels=labels)
+        if method == "reconstruction":
+            x = self._check_inputs(x)
+            return -self._map_batches(self._compiled["reconstruction_log_prob"], x, labels=self._check_labels(labels, len(x)))
+        raise ValueError(f"Unknown anomaly score method {method!r}; expected 'elbo', 'nll' or 'reconstruction'.")
+
+    def score_batch(self, x, seed, labels=None):
+        """Per-example scores of a batch tensor, as the exported `score` signature serves them: elbo (one
+        posterior sample from the stateless `seed`, the same standard-normal draw for every example, so a
+        score is deterministic and does not depend on how requests are batched), reconstruction_error (sum
+        of squared errors of the reconstruction) and anomaly_score (-elbo)."""
+        elbo = self.elbo_batch(x, 1, seed, shared_noise=True, labels=labels)
+        reconstruction = self(x, training=False, labels=labels)
+        error = tf.reduce_sum(tf.reshape(tf.square(x - reconstruction), [tf.shape(x)[0], -1]), axis=-1)
+        return {"elbo": elbo, "reconstruction_error": error, "anomaly_score": -elbo}
+
+    def _reconstruct_batch(self, x, labels=None):
+        return self(x, training=False, labels=labels)
+
+    # === What a family computes and exports, on tensors: read by kerasvae.export and kerasvae.apps ===
+
+    @property
+    def anomaly_threshold(self):
+        """The calibrated threshold (`anomaly_calibration.threshold`), or None."""
+        return None if self.anomaly_calibration is None else self.anomaly_calibration.threshold
+
+    @property
+    def anomaly_method(self):
+        return None if self.anomaly_calibration is None else self.anomaly_calibration.method
+
+    @property
+    def anomaly_num_samples(self):
+        return 1 if self.anomaly_calibration is None else self.anomaly_calibration.num_samples
+
+    # (num_latents, num_categories) for families whose latents are discrete codes that `codes_to_latents`
+    # turns into decoder inputs (VQ-VAE, discrete VAEs): export adds a `decode_codes` signature, and the
+    # applications that move through a continuous z refuse them. None: z is continuous.
+    code_space = None
+
+    def encode_outputs(self, x, labels=None):
+        """The exported `encode` signature's outputs for a batch tensor, named by the posterior head
+        (`Posterior.encode_outputs`): {"loc", "scale"} of a Gaussian q(z|x) (a deterministic model's scale
+        is zero); codes and their latents for discrete ones."""
+        return self.posterior_head.encode_outputs(self.posterior_params(x, labels=labels))
+
+    def decode_outputs(self, z, labels=None):
+        """The exported `decode` signature's outputs: {"mean": E[x|z], and the likelihood's parameters}."""
+        params = self.likelihood_params(z, labels=labels)
+        return {"mean": self.likelihood.mean(params), **params}
+
+    def decoder_inputs(self, x, seed=0, labels=None):
+        """What the decoder is fed for data x, as numpy [n, latent_dim]: draws from q(z|x), so their mixture
+        over x is the aggregate posterior. TFLite int8 calibration and fidelity checks use them as traffic."""
+        return np.asarray(self.encode(x, labels=labels).sample(seed=(seed, 1)), np.float32)
+
+    def latent_features(self, x, labels=None):
+        """Features of x as numpy [n, latent_dim]: the posterior means."""
+        return np.asarray(self.encode(x, labels=labels).mean(), np.float32)
+
+    def reconstruction_log_prob(self, x, labels=None):
+        """log p(x | z = mean of q(z|x)) per example of a batch tensor."""
+        code = self.posterior_params(x, labels=labels)["loc"]
+        return self.likelihood.log_prob(self.likelihood_params(code, labels=labels), x)
+
+    def log_importance_weights(self, x, k, seed, labels=None):
+        """Log importance weights [k, batch] of k draws from the proposal (kerasvae.objectives), whose
+        logsumexp over k, minus log k, estimates log p(x)."""
+        q = self.proposal(x, labels=labels)
+        z = q.sample(k, seed=seed)
+        log_px_z = self.likelihood.log_prob(self.likelihood_params(z, labels=labels), x)
+        return objectives.log_importance_weights(log_px_z, self.prior.log_prob(z), q.log_prob(z))
+
+    def elbo_batch(self, x, num_samples, seed, shared_noise=False, labels=None):
+        """The ELBO [batch] of a batch tensor averaged over `num_samples` posterior draws from the stateless
+        `seed`; `shared_noise` gives every example the same standard-normal draw, so an example's value does
+        not depend on its batch (the exported `score` signature)."""
+        raise NotImplementedError
+
+    def _seed(self, seed):
+        return stateless_seed(self.seed_generator if seed is None else seed)
+
+    def _map_batches(self, fn, x, batch_size=None, labels=None):
+        batch_size = batch_size or self.eval_batch_size
+        outputs = [
+            np.asarray(fn(tf.constant(x[i : i + batch_size]), *(() if labels is None else (tf.constant(labels[i : i + batch_size]),))))
+            for i in range(0, len(x), batch_size)
+        ]
+        if not outputs:  # an empty batch: probe one dummy example (and label) for the output's shape
+            probe = fn(tf.zeros((1, *x.shape[1:])), *(() if labels is None else (tf.zeros([1], tf.int32),)))
+            return np.zeros((0, *np.shape(probe)[1:]), np.float32)
+        return np.concatenate(outputs)
