@@ -317,6 +317,7 @@ def last_json(capsys):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_app_commands_write_their_files(run_folder, tmp_path, capsys):
     out = tmp_path
     commands = {

@@ -11,6 +11,8 @@ import tensorflow as tf
 
 import browser_harness
 
+pytestmark = pytest.mark.slow  # Chromium and the browser runtimes: the full suite runs them, `-m 'not slow'` does not
+
 TOLERANCE = 1e-5
 LATENT = 4
 TFLITE_RUNTIMES = ("litertjs", "tfjs-tflite")

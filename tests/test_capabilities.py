@@ -70,6 +70,7 @@ def test_anomaly_calibration_is_one_object_in_the_config_and_old_configs_still_l
     assert model.anomaly_threshold is None and model.get_config()["anomaly_calibration"] is None
 
 
+@pytest.mark.slow
 def test_a_new_posterior_is_one_class_that_trains_saves_and_exports(tmp_path):
     import keras
     import tensorflow_probability as tfp

@@ -41,12 +41,14 @@ def test_train_refuses_to_overwrite_a_finished_run(run_folder, capsys):
     assert (run_folder / "model.keras").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_train_force_trains_over_a_finished_run(run_folder, tmp_path):
     out = shutil.copytree(run_folder, tmp_path / "run")
     assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "4", "--out", str(out), "--force"]) == 0
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 1
 
 
+@pytest.mark.slow
 def test_evaluate_prints_one_json_object(run_folder):
     result = run("evaluate", str(run_folder), "--num-samples", "50", "--limit", "100")
     assert result.returncode == 0, result.stderr
@@ -70,6 +72,7 @@ def test_sample_and_reconstruct_write_pngs(run_folder, tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "r.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     result = run("demo", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
@@ -91,6 +94,7 @@ def test_demo_runs_end_to_end(tmp_path):
         (["export", "missing.keras", "--to", "x"], "kerasvae export: No model file missing.keras"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_on_stderr_and_exit_2(args, message, tmp_path):
     result = run(*args)
     assert result.returncode == 2

@@ -21,6 +21,8 @@ import tensorflow as tf
 import kerasvae as kv
 from kerasvae import cli
 
+pytestmark = pytest.mark.slow  # clusters of processes and strategies: the full suite runs them, `-m 'not slow'` does not
+
 # Trains each family on digits for 2 epochs with SGD on one device and on 2 replicas, from the same initial
 # weights, data order and global batch of 128; prints the histories and what the replicas hold. SGD, unlike
 # Adam, steps in proportion to the gradient: a per-replica loss scaled twice (or not at all) trains like a

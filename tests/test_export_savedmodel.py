@@ -138,6 +138,7 @@ def test_versions_config_and_refusal_to_overwrite(digits, tmp_path):
             savedmodel.export_savedmodel(model, tmp_path / bad)
 
 
+@pytest.mark.slow
 def test_cli_export_records_metadata_and_exits_2_on_an_existing_version(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--out", str(run)]) == 0
@@ -168,6 +169,7 @@ def write_run_folder(model, run, history=None):
     return run
 
 
+@pytest.mark.slow
 def test_a_model_a_keras_file_and_a_run_folder_export_the_same_savedmodel(digits, tmp_path):
     model = small_vae(hidden=(8,))
     fit(model, digits[0], epochs=1)

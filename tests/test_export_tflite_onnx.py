@@ -20,6 +20,8 @@ from kerasvae.export.onnx import export_onnx
 from kerasvae.export.savedmodel import write_savedmodel
 from kerasvae.export.tflite import MODES, export_tflite
 
+pytestmark = pytest.mark.slow  # every family converted to TFLite and ONNX: the full suite runs them, `-m 'not slow'` does not
+
 # The MLPs keep the classic widths: an int8 file carries ~20 bytes of quantization parameters per output
 # channel, so only a decoder whose weights dominate the file gets near the 4x reduction (64-32 widths: 55%).
 FAMILIES = {

@@ -142,6 +142,7 @@ def test_the_guard_fires_when_a_hook_changes_its_parameters_or_keras_stops_calli
     assert "keras.callbacks.BackupAndRestore._save_model is no longer used by keras.callbacks.BackupAndRestore.on_epoch_end" in message
 
 
+@pytest.mark.slow
 def test_importing_kerasvae_under_a_keras_without_a_hook_fails_naming_it():
     # The guard runs at import: a Keras without BackupAndRestore._save_model stops kerasvae.training loading.
     script = ("import keras\n"

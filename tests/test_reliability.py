@@ -38,6 +38,8 @@ from kerasvae.export.savedmodel import export_savedmodel, versions
 from kerasvae.serving.models import ModelRegistry, ServingError
 from kerasvae.serving.server import Limiter, Server
 
+pytestmark = pytest.mark.slow  # processes killed mid-training and mid-export: the full suite runs them, `-m 'not slow'` does not
+
 MAX_BATCH, MAX_BYTES, MAX_CONCURRENT = 64, 100_000, 8
 CLIENT_ERRORS = {"INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"}
 INPUTS = {  # signature -> {key: (dtype, shape of one example)}

@@ -8,6 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 import kerasvae as kv
 
+pytestmark = pytest.mark.slow  # recurrent models trained per module: the full suite runs them, `-m 'not slow'` does not
+
 LENGTH = 32
 
 

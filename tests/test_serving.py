@@ -214,6 +214,7 @@ def test_a_broken_version_is_skipped_and_the_previous_keeps_serving(served):
     shutil.rmtree(broken)
 
 
+@pytest.mark.slow
 def test_sigterm_exits_cleanly_and_a_missing_root_is_exit_2(tmp_path, served):
     stop_server(served["process"])
     result = subprocess.run([sys.executable, "-m", "kerasvae.cli", "serve", str(tmp_path / "none"), "--port", "0"],
@@ -221,6 +222,7 @@ def test_sigterm_exits_cleanly_and_a_missing_root_is_exit_2(tmp_path, served):
     assert result.returncode == 2 and "is not a folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_model_config_limits_what_is_served(served, tmp_path):
     config = tmp_path / "only_digits.config"
     config.write_text(f'model_config_list {{ config {{ name: "digits" base_path: "{served["root"] / "digits"}" '

@@ -20,6 +20,8 @@ from ai_edge_litert.interpreter import Interpreter
 from kerasvae.export import _metadata_schema_py_generated as meta_fb
 from kerasvae.export import tflite_metadata as tm
 
+pytestmark = pytest.mark.slow  # TFLite conversions: the full suite runs them, `-m 'not slow'` does not
+
 SCHEMA = Path(__file__).parent / "data" / "metadata_schema.fbs"
 Z = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
 LABEL = np.array([0, 2], np.int32)

@@ -17,6 +17,8 @@ import pytest
 
 from kerasvae import cli, training
 
+pytestmark = pytest.mark.slow  # training runs, resumed and killed: the full suite runs them, `-m 'not slow'` does not
+
 
 def test_atomic_write_replaces_whole_files_or_leaves_the_old_one(tmp_path):
     path = tmp_path / "latest.weights.h5"

@@ -31,6 +31,8 @@ from kerasvae.export.web import (
     ASSETS_DIR, check_demo_model, find_runtime, prior_draws, validate_model_info, write_web_demo,
 )
 
+pytestmark = pytest.mark.slow  # Chromium: the full suite runs them, `-m 'not slow'` does not
+
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_DIR = ROOT / "tests" / "browser"
 RUNTIME = BROWSER_DIR / "node_modules" / "@litertjs" / "core"
