@@ -46,6 +46,8 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         recipe: kerasvae.recipes.Recipe, its config dict, or None. How the model is meant to be trained:
             `compile()` without an optimizer builds the recipe's, and `fit` fits the recipe's step schedules
             to the run. The presets set theirs; None is Adam at 1e-3 with nothing else.
+        decoder_input_shape: tuple of int or None. The shape the decoder takes z in (a VQ-VAE's code grid);
+            None is the flat (latent_dim,).
     """
 
     def __init__(
@@ -65,12 +67,14 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         anomaly_threshold=None,
         anomaly_method=None,
         anomaly_num_samples=1,
+        decoder_input_shape=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.recipe = recipes.get(recipe)
         self.anomaly_calibration = calibration.get(anomaly_calibration, anomaly_threshold, anomaly_method, anomaly_num_samples)
         self.latent_dim = int(latent_dim)
+        self.decoder_input_shape = tuple(decoder_input_shape or (self.latent_dim,))
         self.data_shape = tuple(int(d) for d in input_shape)
         self.seed = seed
         self.eval_batch_size = int(eval_batch_size)
@@ -118,7 +122,7 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         leading = tf.shape(z)[:-1]
         if labels is not None:
             labels = tf.reshape(tf.broadcast_to(labels, leading), [-1])
-        features = self.decoder(self.condition(tf.reshape(z, [-1, self.latent_dim]), labels), training=training)
+        features = self.decoder(self.condition(tf.reshape(z, [-1, *self.decoder_input_shape]), labels), training=training)
         params = self.likelihood(features, training=training)
         return {
             name: tf.reshape(value, tf.concat([leading, tf.shape(value)[1:]], axis=0)) for name, value in params.items()

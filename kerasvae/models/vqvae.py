@@ -113,8 +113,6 @@ class VQVAE(LatentVariableModel):
         latent_dim = self.num_latents * quantizer.embedding_dim
         if kwargs.pop("latent_dim", latent_dim) != latent_dim:
             raise ValueError(f"A VQ-VAE's latent_dim is num_latents * embedding_dim = {latent_dim}; do not set it.")
-        # The decoder sees z_q in the encoder's layout: a map [batch, *grid, embedding_dim], or a vector.
-        self.decoder_input_shape = (*grid, quantizer.embedding_dim) if num_latents is None else (latent_dim,)
         super().__init__(
             encoder=encoder,
             decoder=decoder,
@@ -124,6 +122,8 @@ class VQVAE(LatentVariableModel):
             posterior=posterior,
             prior=code_prior,
             metric_names=("loss", "reconstruction", "vq_loss", "perplexity"),
+            # The decoder sees z_q in the encoder's layout: a map [batch, *grid, embedding_dim], or a vector.
+            decoder_input_shape=(*grid, quantizer.embedding_dim) if num_latents is None else (latent_dim,),
             **kwargs,
         )
         self._compiled["_codes_batch"] = batch_function(self._codes_batch)
@@ -135,17 +135,6 @@ class VQVAE(LatentVariableModel):
         return self.posterior_head.quantizer
 
     # === The data flow ===
-
-    def likelihood_params(self, z, training=False, labels=None):
-        """As the base class, with z [*sample_shape, latent_dim] reshaped to the decoder's input layout (a VQ-VAE
-        is unconditional: labels are always None)."""
-        z = tf.convert_to_tensor(z, tf.float32)
-        leading = tf.shape(z)[:-1]
-        features = self.decoder(tf.reshape(z, [-1, *self.decoder_input_shape]), training=training)
-        params = self.likelihood(features, training=training)
-        return {
-            name: tf.reshape(value, tf.concat([leading, tf.shape(value)[1:]], axis=0)) for name, value in params.items()
-        }
 
     def codes_to_latents(self, codes):
         """Quantized latents z [..., latent_dim] for int codes [..., num_latents]."""
