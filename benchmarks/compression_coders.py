@@ -42,7 +42,7 @@ def old_coder_module():
 def trained_model(run, dataset):
     if run:
         model, config = training.load_run(run)
-        return model, config["dataset"], training.test_images(config, "test")[0]
+        return model, config.dataset, training.test_images(config, "test")[0]
     import keras
 
     x_train = kv.data.load_arrays(dataset, "train[:3000]")[0]

@@ -70,7 +70,7 @@ def _demo(args):
         out, model="mlp-vae", dataset=dataset, binarize="dynamic", epochs=args.epochs or DEMO_EPOCHS[dataset],
         latent_dim=32 if dataset == "fashion_mnist" else 8, verbose=2, force=True,  # the demo's own folder
     )
-    x, _ = training.test_images(json.loads((out / "config.json").read_text()), limit=1000)
+    x, _ = training.test_images(runs.read_config(out), limit=1000)
     report = evaluation.evaluate(model, x, num_samples=100)
     print(f"\n{'metric (test, ' + str(len(x)) + ' images)':<36}{'value':>12}")
     rows = [("ELBO (nats)", report["elbo"]), ("IWAE NLL, k=100 (nats)", report["nll"]),

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasvae import _keras_compat, data, distribute, plots, presets, saving
+from kerasvae import _keras_compat, data, distribute, plots, presets, runs, saving
 from kerasvae import callbacks as kv_callbacks
 from kerasvae.callbacks import ValidateAveragedWeights  # noqa: F401 (still importable from here)
 
@@ -279,29 +279,29 @@ def train_run(
     with distribute.precision(precision), strat.scope():
         vae = presets.get(model)(**options, recipe=recipe)
         vae.compile(jit_compile="auto" if xla is None else bool(xla))
-    config = {
-        "model": model.replace("_", "-"),  # the CLI's spelling, whichever the caller used
-        "dataset": str(dataset),
-        "classes": classes,
-        "binarize": binarize,
-        "epochs": epochs,
-        "latent_dim": vae.latent_dim,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "weight_averaging": weight_averaging,
-        "early_stopping": early_stopping,
-        "validation": validation,
-        "seed": seed,
-        "input_shape": list(vae.data_shape),
-        "model_class": type(vae).__name__,
-        "strategy": strategy if isinstance(strategy, str) else type(strat).__name__,
-        "num_replicas": strat.num_replicas_in_sync,
-        "precision": precision,
-        "xla": bool(vae.jit_compile),
-    }
+    config = runs.RunConfig(
+        model=model.replace("_", "-"),  # the CLI's spelling, whichever the caller used
+        dataset=str(dataset),
+        classes=classes,
+        binarize=binarize,
+        epochs=epochs,
+        latent_dim=vae.latent_dim,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_averaging=weight_averaging,
+        early_stopping=early_stopping,
+        validation=validation,
+        seed=seed,
+        input_shape=list(vae.data_shape),
+        model_class=type(vae).__name__,
+        strategy=strategy if isinstance(strategy, str) else type(strat).__name__,
+        num_replicas=strat.num_replicas_in_sync,
+        precision=precision,
+        xla=bool(vae.jit_compile),
+    )
     _check_resumable(out, config)
     with _writable_folder(out, chief, distribute.task_name(strat)) as folder:
-        write_json(folder / "config.json", config)
+        write_json(folder / "config.json", config.to_json())
         history = HistoryWriter(folder / "history.json")
         guard = TerminateOnNonFinite()
         # The history entry and the best weights before the backup: a kill between them repeats the epoch.
@@ -362,7 +362,7 @@ def _check_resumable(out, config):
     previous = out / "config.json"
     if not (out / "backup").is_dir() or not previous.is_file():
         return
-    old, new = json.loads(previous.read_text()), json.loads(json.dumps(config))
+    old, new = json.loads(previous.read_text()), json.loads(json.dumps(config.to_json()))
     changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if changed:
         differences = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
@@ -389,15 +389,9 @@ def write_figures(model, x, labels, out, name=None, dataset=None):
 
 
 def load_run(run):
-    """(model, config) of a run folder written by `train_run`."""
-    run = Path(run)
-    missing = [name for name in ("model.keras", "config.json") if not (run / name).is_file()]
-    if missing:
-        raise ValueError(f"{run} is not a kerasvae run folder: missing {', '.join(missing)}.")
-    try:
-        config = json.loads((run / "config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{run / 'config.json'} is not valid JSON ({error.msg} at line {error.lineno}).") from None
+    """(model, kerasvae.runs.RunConfig) of a run folder written by `train_run`."""
+    run = runs.check_run_folder(run)
+    config = runs.read_config(run)
     return saving.load_model(run / "model.keras"), config
 
 
@@ -405,12 +399,16 @@ def test_images(config, split="test", limit=None, classes=None):
     """(x, y): a split of a run's dataset, binarized the way it trained (static, seed from the config).
 
     Every class by default, also for a run trained on some classes only: its test set stays whole, so that
-    the other classes can be scored as anomalies. Pass classes=config.get("classes") for the run's own
-    classes (the data it trained on, e.g. to calibrate on); `limit` counts the examples kept.
+    the other classes can be scored as anomalies. Pass classes=config.classes for the run's own classes
+    (the data it trained on, e.g. to calibrate on); `limit` counts the examples kept.
+
+    Args:
+        config: kerasvae.runs.RunConfig, or its dict (config.json's content).
     """
-    x, y = data.load_arrays(config["dataset"], split, classes=classes)
-    if config.get("binarize"):
-        x = data.binarize_static(x, config.get("seed", 0))
+    config = config if isinstance(config, runs.RunConfig) else runs.RunConfig.from_json(config)
+    x, y = data.load_arrays(config.dataset, split, classes=classes)
+    if config.binarize:
+        x = data.binarize_static(x, config.seed)
     if limit:
         x, y = x[:limit], (None if y is None else y[:limit])
     return np.asarray(x), y

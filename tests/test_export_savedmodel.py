@@ -164,7 +164,7 @@ def write_run_folder(model, run, history=None):
     and its history."""
     run.mkdir()
     model.save(run / "model.keras")
-    (run / "config.json").write_text(json.dumps({"dataset": "digits", "seed": 0}))
+    (run / "config.json").write_text(json.dumps({"model": "mlp-vae", "dataset": "digits", "seed": 0}))
     (run / "history.json").write_text(json.dumps(history or {"loss": [3.0, 2.0]}))
     return run
 

@@ -234,7 +234,7 @@ def test_a_model_a_keras_file_a_run_folder_and_the_command_export_the_same_tflit
     model.save(keras_file)
     run.mkdir()
     shutil.copy(keras_file, run / "model.keras")
-    (run / "config.json").write_text(json.dumps({"dataset": "digits"}))
+    (run / "config.json").write_text(json.dumps({"model": "mlp-vae", "dataset": "digits"}))
     reports = {
         "object": kv.export.export(model, tmp_path / "object" / "digits", tflite=["int8"], calibration_data=digits[0]),
         "file": kv.export.export(str(keras_file), tmp_path / "file" / "digits", tflite=["int8"], calibration_data="digits"),

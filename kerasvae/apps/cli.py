@@ -5,6 +5,7 @@ files (PNG, JSON, .npy, .kvz) and prints one JSON summary line. Bad input raises
 `kerasvae` entry point turns into one line on stderr and exit status 2.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def _anomaly(args):
 
     model, config = training.load_run(args.run)
     # A one-class run (train --classes) calibrates on its own classes and counts every other label as an anomaly.
-    run_classes = config.get("classes") if args.normal is None and args.normal_class is None else None
+    run_classes = config.classes if args.normal is None and args.normal_class is None else None
     x_normal, y_normal = _images(args.normal, args.normal_split, config, None, classes=run_classes)
     x, y = _images(args.data, args.split, config, args.limit)  # all of it: the other classes are what gets scored
     is_anomaly = None
@@ -191,7 +192,7 @@ def _compress(args):
     model, config = training.load_run(args.run)
     num = _positive("--num", args.num)
     x, _ = _images(args.data, args.split, config, num)
-    greyscale = {**config, "binarize": None}  # the reference of the PSNRs: the images before binarization
+    greyscale = dataclasses.replace(config, binarize=None)  # the reference of the PSNRs: the images before binarization
     original, _ = _images(args.data, args.split, greyscale, num)
     x_fit, _ = _images(None, "train", greyscale, _positive("--fit-limit", args.fit_limit))
     report, outputs = evaluate_compression(model, x, args.delta, x_fit=x_fit, original=original)

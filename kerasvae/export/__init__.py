@@ -98,7 +98,7 @@ def export(model_or_path, to, version=None, force=False, tflite=(), onnx=False, 
     # The .keras file's model config (no compile config: an optimizer is no part of a served model).
     metadata = {"model_config": {k: v for k, v in keras.saving.serialize_keras_object(model).items() if k != "compile_config"}}
     if config is not None:
-        metadata.update(training_config=config, final_metrics={k: v[-1] for k, v in history.items() if v})
+        metadata.update(training_config=config.to_json(), final_metrics={k: v[-1] for k, v in history.items() if v})
     progress.step(f"SavedModel: writing {to}")
     target = export_savedmodel(model, to, version=version, force=force, metadata=metadata)
     result = {"savedmodel": str(target), "tflite": None, "onnx": None, "web": None}
@@ -156,7 +156,7 @@ def _calibration_examples(model, calibration_data, config):
     from kerasvae import data, training
 
     if calibration_data is None and config is not None:  # a run folder: the data it trained on, as it trained
-        x, y = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES, classes=config.get("classes"))
+        x, y = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES, classes=config.classes)
     elif calibration_data is None:
         return None, None
     elif isinstance(calibration_data, (str, os.PathLike)):
