@@ -12,18 +12,7 @@ class InputChecks:
         """x as a float32 array [batch, *input_shape] of finite values in the likelihood's support; a
         ValueError naming what was expected and what came otherwise."""
         expected = f"[batch, {', '.join(map(str, self.data_shape))}]"
-        try:
-            x = np.asarray(x)
-        except ValueError as error:  # ragged nested lists
-            raise ValueError(f"Expected inputs of shape {expected}, got a ragged value ({error}).") from None
-        if x.dtype.kind not in "biuf":
-            raise ValueError(f"Expected real-valued inputs (float32, or any int or float dtype), got dtype {x.dtype}.")
-        if x.ndim != len(self.data_shape) + 1 or x.shape[1:] != self.data_shape:
-            raise ValueError(f"Expected inputs of shape {expected}, got {list(x.shape)}.")
-        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below
-            x = x.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Inputs contain NaN or infinite values (as float32); expected finite values.")
+        x = finite_float32(x, "inputs", expected, lambda shape: shape[1:] == self.data_shape and len(shape) == len(self.data_shape) + 1)
         self.likelihood.validate(x)
         return x
 
@@ -49,16 +38,24 @@ class InputChecks:
 
     def _check_latents(self, z):
         """z as a float32 tensor [..., latent_dim] of finite values; a ValueError otherwise."""
-        try:
-            z = np.asarray(z)
-        except ValueError as error:  # ragged nested lists
-            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got a ragged value ({error}).") from None
-        if z.dtype.kind not in "biuf":
-            raise ValueError(f"Expected real-valued latents (float32, or any int or float dtype), got dtype {z.dtype}.")
-        if z.ndim < 1 or z.shape[-1] != self.latent_dim:
-            raise ValueError(f"Expected latents of shape [..., {self.latent_dim}], got {list(z.shape)}.")
-        with np.errstate(over="ignore"):
-            z = z.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(z)):
-            raise ValueError("Latents contain NaN or infinite values (as float32); expected finite values.")
-        return tf.constant(z)
+        return tf.constant(finite_float32(z, "latents", f"[..., {self.latent_dim}]",
+                                          lambda shape: len(shape) >= 1 and shape[-1] == self.latent_dim))
+
+
+def finite_float32(value, what, expected, shape_is_expected):
+    """`value` as a float32 array after checking, each with one ValueError line, that it is a regular array of
+    real numbers whose shape passes `shape_is_expected` (described by `expected`) and that it stays finite
+    in float32."""
+    try:
+        value = np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"Expected {what} of shape {expected}, got a ragged value ({error}).") from None
+    if value.dtype.kind not in "biuf":
+        raise ValueError(f"Expected real-valued {what} (float32, or any int or float dtype), got dtype {value.dtype}.")
+    if not shape_is_expected(value.shape):
+        raise ValueError(f"Expected {what} of shape {expected}, got {list(value.shape)}.")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below
+        value = value.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{what.capitalize()} contain NaN or infinite values (as float32); expected finite values.")
+    return value
