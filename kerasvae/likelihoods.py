@@ -8,6 +8,7 @@ internally while callers keep passing images in [0, 1].
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -74,6 +75,10 @@ class Likelihood(keras.layers.Layer):
                 f"[{x_min:g}, {x_max:g}]{hint}."
             )
 
+    def check_training_data(self, x):
+        """Called by `fit` on a sample of the training data (numpy): warns where the data do not suit the
+        likelihood. Nothing to check by default."""
+
     def targets(self, x):
         """Data in [0, 1] -> values in the distribution's support."""
         return x
@@ -101,6 +106,17 @@ class Bernoulli(Likelihood):
 
     def element_distribution(self, params):
         return tfd.Bernoulli(logits=params["logits"], dtype=tf.float32)
+
+    def check_training_data(self, x):
+        """Warns when x is not binary: on grey levels a Bernoulli "log-likelihood" is a cross-entropy, not a
+        density of the data, so its bounds and likelihood-based scores (anomaly, NLL) mislead."""
+        share = float(np.mean((x != 0) & (x != 1))) if x.size else 0.0
+        if share > 0:
+            warnings.warn(
+                f"A Bernoulli likelihood is fitting non-binary data ({share:.0%} of the values sampled are neither 0 nor 1): "
+                "binarize it (kv.data.load(..., binarize='dynamic')), or use likelihood='continuous_bernoulli', "
+                "'gaussian' or 'logistic' for grey levels.", UserWarning, stacklevel=3,
+            )
 
 
 @serializable

@@ -118,3 +118,22 @@ def test_distribution_event_shape_is_the_input_shape():
 def test_unknown_likelihood_name_is_a_value_error():
     with pytest.raises(ValueError, match="bernoulli"):
         likelihoods.get("poisson")
+
+
+def test_fitting_a_bernoulli_to_grey_levels_warns_and_binary_data_does_not():
+    import warnings
+
+    import kerasvae as kv
+
+    x = kv.data.load_arrays("digits", "train")[0][:200]  # 17 grey levels in [0, 1]
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,))
+    model.compile()
+    with pytest.warns(UserWarning, match=r"Bernoulli likelihood is fitting non-binary data \(\d+% of the values"):
+        model.fit(x, epochs=1, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.fit(kv.data.binarize_static(x), epochs=1, verbose=0)
+        model.fit(kv.data.pipeline(x, binarize="dynamic", batch_size=64), epochs=1, verbose=0, shuffle=False)  # binarized in the pipeline
+        gaussian = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), likelihood="gaussian")
+        gaussian.compile()
+        gaussian.fit(x, epochs=1, verbose=0)

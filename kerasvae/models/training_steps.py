@@ -4,6 +4,7 @@ model's recipe (kerasvae.recipes) and metric trackers. A mixin of LatentVariable
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasvae import callbacks as kv_callbacks
@@ -37,6 +38,19 @@ def run_steps(x, batch_size, epochs, steps_per_epoch=None, validation_split=0.0)
         else:
             return None
     return int(epochs) * int(steps_per_epoch)
+
+
+def training_sample(x, size=1024):
+    """Up to `size` training examples as numpy, for data checks: the head of an array, or a dataset's first
+    batch (its own transformations applied, so a binarizing pipeline yields binary values)."""
+    if isinstance(x, tf.data.Dataset):
+        for batch in x.take(1):
+            first = batch[0] if isinstance(batch, (tuple, list)) else batch
+            return np.asarray(first)[:size]
+        return np.zeros([0], np.float32)
+    if hasattr(x, "shape"):
+        return np.asarray(x[:size])
+    return np.zeros([0], np.float32)
 
 
 class TrainingSteps:
@@ -73,6 +87,7 @@ class TrainingSteps:
         """Keras's `fit`, after fitting the model's step schedules to the run (`plan_run`) and, when the
         optimizer averages the weights, validating on the average (`kv.callbacks.ValidateAveragedWeights`),
         so the `val_*` metrics describe the model `fit` leaves behind."""
+        self.likelihood.check_training_data(training_sample(x))
         steps = run_steps(x, batch_size, epochs, steps_per_epoch, kwargs.get("validation_split", 0.0))
         if steps:
             self.plan_run(steps)
