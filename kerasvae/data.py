@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kerasvae.choices import DATASET_NAMES
+
 DEBIAN_FOLDERS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -316,7 +318,6 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
-DATASET_NAMES = ("digits", "fashion_mnist", "mnist")
 
 
 def _from_path(path, split):

@@ -55,12 +55,13 @@ def importance_weighted_nll(model, x, num_samples, batch_size=256, seed=0, verbo
     """-log p(x) per example [n] by `model.log_likelihood`, one batch at a time so a progress bar (shown
     when `verbose` or `kerasvae.progress` is on) can follow it; batch i uses seed (seed, i), so the result
     does not depend on the batching of the bar."""
-    nll = []
+    nll, total = [], 0.0
     with progress.bar(len(x), f"IWAE NLL, k={num_samples}", unit="images", enabled=bool(verbose) or None) as bar:
         for index, start in enumerate(range(0, len(x), batch_size)):
             batch = x[start : start + batch_size]
             nll.append(-np.asarray(model.log_likelihood(batch, num_samples=num_samples, seed=(seed, index))))
-            bar.note(f"mean {np.mean(np.concatenate(nll)):.2f} nats")
+            total += float(np.sum(nll[-1]))
+            bar.note(f"mean {total / (start + len(batch)):.2f} nats")
             bar.update(len(batch))
     return np.concatenate(nll) if nll else np.zeros([0], np.float32)
 

@@ -5,13 +5,25 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-import kerasvae as kv  # noqa: E402
+import kerasvae as kv
 
 DIGITS_SHAPE = (8, 8, 1)
+
+# A subprocess script's first lines: any import of TensorFlow, Keras, grpc or protobuf fails after them, so
+# what runs next proves it needs none of them.
+WITHOUT_TENSORFLOW = """
+import importlib.abc, sys
+BLOCKED = {"tensorflow", "keras", "tf_keras", "tensorflow_probability", "tensorflow_serving", "grpc", "google"}
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Blocked())
+"""
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import WITHOUT_TENSORFLOW
 
 from kerasvae import logs
 
-NO_TENSORFLOW = """
-import importlib.abc, sys
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tensorflow_probability"):
-            raise ImportError(f"{name} is blocked by the test")
-sys.meta_path.insert(0, NoTensorFlow())
+NO_TENSORFLOW = WITHOUT_TENSORFLOW + """
 from kerasvae.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -77,3 +72,10 @@ def test_info_and_a_training_run_print_no_tensorflow_log_lines(tmp_path):
         noise = [line for line in result.stderr.splitlines() if TF_LOG_LINE.search(line)]
         assert not noise, noise
     assert f"{tmp_path / 'run'}" in train.stderr.splitlines()[-1]  # train ends by saying where its files went
+
+
+def test_the_names_the_parser_offers_are_the_librarys():
+    # kerasvae.choices keeps the names importable before TensorFlow; the preset table is the one list it repeats.
+    from kerasvae import choices, presets
+
+    assert choices.PRESET_NAMES == tuple(presets.PRESETS)

@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import fit, predict_request, small_vae
+from conftest import WITHOUT_TENSORFLOW, fit, predict_request, small_vae
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -635,18 +635,6 @@ def test_log_requests_writes_one_access_line_per_request(golden, capsys):
     assert (grpc_ok["model"], grpc_ok["version"], grpc_ok["signature"], grpc_ok["status"]) == ("digits", "1", "decode", "OK")
     assert int(grpc_ok["bytes_in"]) > Z.nbytes and int(grpc_ok["bytes_out"]) > 0
     assert grpc_missing["model"] == '"nope\\nforged line"' and grpc_missing["status"] == "INVALID_ARGUMENT"  # a malformed name
-
-
-# Runs first in the subprocess: any import of TensorFlow, Keras, grpc or protobuf fails.
-WITHOUT_TENSORFLOW = """
-import importlib.abc, sys
-BLOCKED = {"tensorflow", "keras", "tf_keras", "tensorflow_probability", "tensorflow_serving", "grpc", "google"}
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, Blocked())
-"""
 
 
 def test_rest_client_works_where_tensorflow_cannot_be_imported(golden):

@@ -63,15 +63,15 @@ class AnomalyDetector:
 
     def score(self, x, labels=None):
         """Anomaly scores [n], nats, higher = more anomalous."""
-        x, size = np.asarray(x), SCORE_CHUNK
+        x, labels = np.asarray(x), None if labels is None else np.asarray(labels)
         scores = []
         with progress.bar(len(x), f"{self.method} scores", unit="images") as bar:
-            for start in range(0, len(x), size):
-                chunk_labels = None if labels is None else np.asarray(labels)[start : start + size]
+            for start in range(0, max(len(x), 1), SCORE_CHUNK):  # empty x: one call, the model's own empty answer
+                chunk = slice(start, start + SCORE_CHUNK)
                 scores.append(np.asarray(self.model.anomaly_score(
-                    x[start : start + size], method=self.method, num_samples=self.num_samples, labels=chunk_labels)))
+                    x[chunk], method=self.method, num_samples=self.num_samples, labels=None if labels is None else labels[chunk])))
                 bar.update(len(scores[-1]))
-        return np.concatenate(scores) if scores else np.asarray(self.model.anomaly_score(x, method=self.method, labels=labels))
+        return np.concatenate(scores)
 
     def fit(self, x_normal, quantile=None, false_positive_rate=None, labels=None):
         """Calibrate the threshold on normal examples and store it on the model. Returns self.
