@@ -74,6 +74,12 @@ PRIVATES = (
             used_in=("keras.optimizers.Adam.build", "keras.optimizers.Adam.update_step"), feature=FUSED_ADAM),
     Private("keras.layers.Layer._flatten_layers", "networks.unrolled finds a model's recurrent layers",
             ("self", "include_self", "recursive")),
+    Private("keras.layers.Layer._tracker", "a likelihood=\"auto\" model's first fit replaces its head "
+            "(replace_layer) and untracks the old one", used_in=("keras.layers.Layer.__setattr__",)),
+    Private("keras.src.utils.tracking.Tracker.untrack", "replace_layer drops the old head from the model's "
+            "layers, so its weights leave the model's", ("self", "value")),
+    Private("keras.layers.Layer._layers", "replace_layer puts the new head at the old one's place, so the "
+            "weights keep the order a rebuilt model has", used_in=("keras.layers.Layer.weights",)),
 )
 
 
@@ -228,6 +234,18 @@ def weight_averages(optimizer):
 def flatten_layers(layer):
     """`layer` and every layer nested in it."""
     return layer._flatten_layers()
+
+
+def replace_layer(owner, name, layer):
+    """Sets `owner.<name> = layer` in place of the layer there: the old one leaves owner's layers, so its
+    weights leave `owner.weights`, and the new one takes its place in their order."""
+    # Keras tracks every layer ever assigned to an attribute, in assignment order: reassigning alone would
+    # keep the old weights and put the new ones last, where a model rebuilt from its config has them earlier.
+    old = getattr(owner, name)
+    position = next(i for i, tracked in enumerate(owner._layers) if tracked is old)
+    owner._tracker.untrack(old)
+    setattr(owner, name, layer)
+    owner._layers.insert(position, owner._layers.pop())
 
 
 @contextlib.contextmanager

@@ -15,8 +15,12 @@ IMAGE_PRESET_NAMES = tuple(n for n in PRESET_NAMES if n not in ("conditional_vae
 DATASET_NAMES = ("digits", "fashion_mnist", "mnist")
 STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# kerasvae.likelihoods.LIKELIHOODS's names; "auto" lets the training data choose (kerasvae.likelihoods.choose).
+LIKELIHOOD_NAMES = ("auto", "bernoulli", "continuous_bernoulli", "gaussian", "gaussian_per_element", "logistic", "categorical")
 
-ANOMALY_METHODS = ("elbo", "nll", "reconstruction")
+ANOMALY_MODEL_SCORES = ("elbo", "nll", "reconstruction")  # the model computes them alone
+ANOMALY_REFERENCE_SCORES = ("typicality", "complexity", "latent_density", "latent_neighbors", "ensemble")  # against normal data
+ANOMALY_METHODS = ("auto", *ANOMALY_MODEL_SCORES, *ANOMALY_REFERENCE_SCORES)
 IMPUTATION_METHODS = ("map", "pseudo_gibbs")
 INTERPOLATIONS = ("linear", "spherical")
 EMBEDDINGS = ("pca", "tsne")

@@ -26,6 +26,7 @@ def _train(args):
             dataset=args.dataset,
             classes=args.classes,
             binarize=args.binarize,
+            likelihood=args.likelihood,
             epochs=args.epochs,
             latent_dim=args.latent_dim,
             batch_size=args.batch_size,
@@ -161,7 +162,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from kerasvae.choices import IMAGE_PRESET_NAMES, PRECISIONS, STRATEGIES
+    from kerasvae.choices import (
+        IMAGE_PRESET_NAMES,
+        LIKELIHOOD_NAMES,
+        PRECISIONS,
+        STRATEGIES,
+    )
 
     parser = Parser(prog="kerasvae", description="The autoencoder family for Keras 3 + TFP.")
     parser.add_argument("--version", action="version", version=f"kerasvae {kerasvae.__version__}")
@@ -176,6 +182,9 @@ def build_parser():
                        help="train on the examples of these labels only, e.g. the normal class for anomaly detection "
                        "(default: all)")
     train.add_argument("--binarize", choices=["static", "dynamic"], default=None)
+    train.add_argument("--likelihood", default="auto", choices=LIKELIHOOD_NAMES,
+                       help="p(x|z); auto: a Bernoulli for binary images (--binarize), the discretized logistic "
+                       "for grey levels, a Gaussian per pixel for other values")
     train.add_argument("--epochs", type=int, default=None, help="default: the preset's (10; vae-best: 45)")
     train.add_argument("--latent-dim", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None, help="default: the preset's (128)")

@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from kerasvae import _keras_compat
 from kerasvae.choices import PRECISIONS, STRATEGIES
+from kerasvae.models.training_steps import training_sample
 
 TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
@@ -181,9 +182,11 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
         raise ValueError("XLA (jit_compile, --xla) does not apply under the parameter-server strategy: a step reads "
                          "variables on other machines; compile the model with jit_compile=False.")
     dataset_fn = x if callable(x) and not isinstance(x, tf.data.Dataset) else None
+    dataset = x if dataset_fn is None else dataset_fn(tf.distribute.InputContext())
     if steps_per_epoch is None:
-        steps_per_epoch = _cardinality(x if dataset_fn is None else dataset_fn(tf.distribute.InputContext()))
+        steps_per_epoch = _cardinality(dataset)
     model.plan_run(epochs * steps_per_epoch)  # as model.fit does: the step schedules fit the run
+    model.choose_likelihood(training_sample(dataset))  # as model.fit does: likelihood="auto" takes the data's head
     if not model.optimizer.built:  # its variables go on the ps tasks, not into a worker's step
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)

@@ -53,14 +53,16 @@ def _mlp_model(model_class, input_shape, latent_dim, hidden, likelihood, gated=F
 
 
 @preset(TUNED)
-def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
-    """The classic VAE: input-512-256-latent MLP encoder, its mirror as decoder, Bernoulli likelihood."""
+def mlp_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="auto", **kwargs):
+    """The classic VAE: input-512-256-latent MLP encoder, its mirror as decoder, and the likelihood the data
+    call for (likelihood="auto", as every image preset: a Bernoulli on binary images, the discretized
+    logistic on grey levels; kerasvae.likelihoods.choose)."""
     return _mlp_model(VAE, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
 @preset(Recipe(weight_averaging=0.999, kl_warmup_share=KL_WARMUP_SHARE))
 def vae(input_shape=(28, 28, 1), latent_dim=32, hidden=(1024, 1024, 512), encoder_filters=(32, 64, 128), latent_skip=True,
-        num_samples=10, gradient_estimator="dreg", kl_warmup_steps=5000, likelihood="bernoulli", activation="relu", **kwargs):
+        num_samples=10, gradient_estimator="dreg", kl_warmup_steps=5000, likelihood="auto", activation="relu", **kwargs):
     """The default VAE, tuned for test log-likelihood at a CPU budget: a strided Conv2D encoder torso
     (`encoder_filters` 32-64-128, then Dense `hidden[-1]` 512) and an MLP decoder latent-512-1024-1024-input
     (`hidden` reversed) whose second and third layers also see z (`latent_skip`: generative skip
@@ -110,7 +112,7 @@ def vae_best(input_shape=(28, 28, 1), latent_dim=32, num_components=500, num_sam
 
 
 @preset(TUNED)
-def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihood="bernoulli", **kwargs):
+def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihood="auto", **kwargs):
     """A convolutional VAE: strided Conv2D encoder, Conv2DTranspose decoder, per-pixel likelihood head."""
     return VAE(
         encoder=networks.ConvEncoder(filters),
@@ -123,13 +125,13 @@ def conv_vae(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), likelihoo
 
 
 @preset(TUNED)
-def mlp_ae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+def mlp_ae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="auto", **kwargs):
     """A deterministic MLP autoencoder with the classic widths."""
     return _mlp_model(Autoencoder, input_shape, latent_dim, hidden, likelihood, **kwargs)
 
 
 @preset(TUNED)
-def stacked_ae(input_shape=(28, 28, 1), latent_dim=30, hidden=(1000, 500, 250), likelihood="bernoulli", **kwargs):
+def stacked_ae(input_shape=(28, 28, 1), latent_dim=30, hidden=(1000, 500, 250), likelihood="auto", **kwargs):
     """The deep autoencoder of Hinton & Salakhutdinov (2006), 784-1000-500-250-30 with a mirrored decoder;
     pretrain it greedily with `kerasvae.pretraining.pretrain_layerwise`, then `fit` it end to end."""
     return mlp_ae(input_shape, latent_dim, hidden=hidden, likelihood=likelihood, **kwargs)
@@ -153,7 +155,7 @@ def vqvae(
     num_embeddings=256,
     embedding_dim=16,
     filters=(64,),
-    likelihood="bernoulli",
+    likelihood="auto",
     ema_decay=0.99,
     prior="pixelcnn",
     prior_options=None,
@@ -206,7 +208,7 @@ def _grid_decoder(target_shape, filters):
 
 
 @preset(TUNED)
-def binary_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+def binary_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, likelihood="auto", **kwargs):
     """Binary codes for semantic hashing: latent_dim Bernoulli bits behind the classic MLP torsos, relaxed in
     training with the temperature annealed from 1 to 0.5 (anneal_rate 1e-4 per step)."""
     kwargs = {"temperature": 1.0, "anneal_rate": 1e-4, "min_temperature": 0.5, **kwargs}
@@ -214,7 +216,7 @@ def binary_vae(input_shape=(28, 28, 1), latent_dim=32, hidden=CLASSIC_HIDDEN, li
 
 
 @preset(TUNED)
-def gumbel_vae(input_shape=(28, 28, 1), num_latents=30, num_categories=10, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+def gumbel_vae(input_shape=(28, 28, 1), num_latents=30, num_categories=10, hidden=CLASSIC_HIDDEN, likelihood="auto", **kwargs):
     """The Gumbel-softmax VAE of Jang et al. 2017: num_latents one-hot codes of num_categories each (30 x 10),
     the classic MLP torsos, the temperature annealed from 1 to 0.5. num_latents=1 with one category per
     expected cluster gives an unsupervised clustering model (`cluster`)."""
@@ -232,7 +234,7 @@ def gumbel_vae(input_shape=(28, 28, 1), num_latents=30, num_categories=10, hidde
 
 
 @preset(TUNED)
-def conditional_vae(input_shape=(28, 28, 1), num_classes=10, latent_dim=16, hidden=CLASSIC_HIDDEN, likelihood="bernoulli", **kwargs):
+def conditional_vae(input_shape=(28, 28, 1), num_classes=10, latent_dim=16, hidden=CLASSIC_HIDDEN, likelihood="auto", **kwargs):
     """The classic MLP VAE conditioned on a label (one-hot joined to encoder features and to z)."""
     return _mlp_model(ConditionalVAE, input_shape, latent_dim, hidden, likelihood, num_classes=num_classes, **kwargs)
 

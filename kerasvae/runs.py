@@ -18,6 +18,8 @@ class RunConfig:
         dataset: str. A dataset name or path (kerasvae.data.load).
         classes: list of int or None. The labels it trained on; None is all.
         binarize: str or None. "static", "dynamic" or None.
+        likelihood: str. The likelihood head it trained (a name in kerasvae.likelihoods.LIKELIHOODS, "auto"
+            resolved to the one chosen); runs written before kerasvae recorded it trained a "bernoulli".
         seed: int. Seeds the training, and the static binarization of its evaluation images.
         epochs, latent_dim, batch_size, learning_rate, weight_averaging, early_stopping: the training settings.
         validation: str. The split validated on ("test", or the held-out "train[N:]").
@@ -30,6 +32,7 @@ class RunConfig:
     dataset: str
     classes: list | None = None
     binarize: str | None = None
+    likelihood: str = "bernoulli"
     seed: int = 0
     epochs: int | None = None
     latent_dim: int | None = None

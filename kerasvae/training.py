@@ -23,7 +23,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasvae import _keras_compat, data, distribute, plots, presets, runs, saving
+from kerasvae import (
+    _keras_compat,
+    data,
+    distribute,
+    likelihoods,
+    plots,
+    presets,
+    runs,
+    saving,
+)
 from kerasvae import callbacks as kv_callbacks
 from kerasvae.callbacks import ValidateAveragedWeights  # noqa: F401 (still importable from here)
 
@@ -193,6 +202,7 @@ def train_run(
     dataset="digits",
     classes=None,
     binarize=None,
+    likelihood="auto",
     epochs=None,
     latent_dim=None,
     batch_size=None,
@@ -220,6 +230,10 @@ def train_run(
         classes: int, sequence of ints or None. Train on the examples of these labels only (e.g. the normal
             class of an anomaly detector); the validation data are those classes' too, and config.json
             records them under "classes" (None: every class). `test_images` still returns whole splits.
+        likelihood: str. A name in kerasvae.likelihoods.LIKELIHOODS. "auto" takes the one
+            `kerasvae.likelihoods.choose` picks for the training images as the model sees them (binarized
+            or not): a Bernoulli on binary images, the discretized logistic on grey levels. config.json
+            records the head trained, "auto" resolved. Defaults to "auto".
         epochs, batch_size, learning_rate, weight_averaging: None takes the preset's
             (kerasvae.presets.training_defaults). A preset's KL warm-up is shortened to 40% of the run's
             steps where it is longer, so a short run still ends on the full bound.
@@ -273,17 +287,23 @@ def train_run(
         x_fit, mode = (data.binarize_static(x_train, seed), None) if binarize == "static" else (x_train, binarize)
         train_ds = lambda context: data.pipeline(x_fit, binarize=mode, batch_size=batch_size, seed=None)
         xla = bool(xla)  # XLA cannot compile steps that read variables on other machines
-    options = {"input_shape": x_train.shape[1:], "seed": seed}
+    options = {"input_shape": x_train.shape[1:], "seed": seed, "likelihood": likelihood}
     if latent_dim:
         options["latent_dim"] = int(latent_dim)
     with distribute.precision(precision), strat.scope():
         vae = presets.get(model)(**options, recipe=recipe)
         vae.compile(jit_compile="auto" if xla is None else bool(xla))
+    # "auto" chooses now, as the first fit would (a script's run and this one stay the same): config.json
+    # then names the head, and the parameter-server chief, which trains without model.fit, gets it too.
+    sample = data.binarize_static(x_train[:1024], seed) if binarize else x_train[:1024]
+    vae.choose_likelihood(sample)
+    likelihood = likelihoods.choose(sample) if likelihood == "auto" else likelihood
     config = runs.RunConfig(
         model=model.replace("_", "-"),  # the CLI's spelling, whichever the caller used
         dataset=str(dataset),
         classes=classes,
         binarize=binarize,
+        likelihood=likelihood,
         epochs=epochs,
         latent_dim=vae.latent_dim,
         batch_size=batch_size,
@@ -363,6 +383,7 @@ def _check_resumable(out, config):
     if not (out / "backup").is_dir() or not previous.is_file():
         return
     old, new = json.loads(previous.read_text()), json.loads(json.dumps(config.to_json()))
+    old.setdefault("likelihood", runs.RunConfig.likelihood)  # written before it was recorded: the "bernoulli" then
     changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if changed:
         differences = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)

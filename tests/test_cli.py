@@ -41,6 +41,20 @@ def test_train_refuses_to_overwrite_a_finished_run(run_folder, capsys):
     assert (run_folder / "model.keras").read_bytes() == before
 
 
+def test_train_likelihood_sets_the_saved_models_head_and_auto_chooses_by_the_data(tmp_path):
+    from kerasvae import likelihoods, training
+
+    expected = {(): (likelihoods.DiscretizedLogistic, "logistic"),  # auto: digits are 17 grey levels in [0, 1]
+                ("--binarize", "static"): (likelihoods.Bernoulli, "bernoulli"),  # auto: binary images
+                ("--likelihood", "gaussian"): (likelihoods.Gaussian, "gaussian")}
+    for option, (head, name) in expected.items():
+        out = tmp_path / ("-".join(option) or "default")
+        assert cli.main(["train", "--model", "mlp-vae", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2",
+                         "--batch-size", "256", "--quiet", "--out", str(out), *option]) == 0
+        model, config = training.load_run(out)
+        assert type(model.likelihood) is head and config.likelihood == name, option
+
+
 @pytest.mark.slow
 def test_train_force_trains_over_a_finished_run(run_folder, tmp_path):
     out = shutil.copytree(run_folder, tmp_path / "run")
@@ -109,7 +123,8 @@ def test_help_shows_every_default():
 
     options = build_parser().commands.choices["train"].format_help().split("options:")[1]
     entries = {entry.split()[0]: " ".join(entry.split()) for entry in re.split(r"\n  (?=-)", options) if entry.strip()}
-    for option, default in (("--model", "vae"), ("--dataset", "digits"), ("--seed", "0"), ("--precision", "float32")):
+    for option, default in (("--model", "vae"), ("--dataset", "digits"), ("--seed", "0"), ("--precision", "float32"),
+                            ("--likelihood", "auto")):
         assert f"(default: {default})" in entries[option], entries[option]
     export = " ".join(build_parser().commands.choices["export"].format_help().split())
     assert "(default: 1)" in export  # --tflite-batch

@@ -75,7 +75,9 @@ def test_info_and_a_training_run_print_no_tensorflow_log_lines(tmp_path):
 
 
 def test_the_names_the_parser_offers_are_the_librarys():
-    # kerasvae.choices keeps the names importable before TensorFlow; the preset table is the one list it repeats.
-    from kerasvae import choices, presets
+    # kerasvae.choices keeps the names importable before TensorFlow; the preset and likelihood tables are the
+    # lists it repeats.
+    from kerasvae import choices, likelihoods, presets
 
     assert choices.PRESET_NAMES == tuple(presets.PRESETS)
+    assert choices.LIKELIHOOD_NAMES == tuple(likelihoods.LIKELIHOODS)

@@ -14,10 +14,11 @@ from kerasvae import cli
 from kerasvae.export import savedmodel
 
 FAMILIES = {
-    "mlp_vae": lambda: small_vae(),
-    "conv_vae": lambda: kv.presets.conv_vae(input_shape=DIGITS_SHAPE, latent_dim=4, filters=(8, 16), seed=0),
-    "mlp_ae": lambda: kv.presets.mlp_ae(input_shape=DIGITS_SHAPE, latent_dim=6, hidden=(32,), seed=0),
+    "mlp_vae": lambda: small_vae(),  # likelihood="auto": the discretized logistic on the grey digits
+    "conv_vae": lambda: kv.presets.conv_vae(input_shape=DIGITS_SHAPE, latent_dim=4, filters=(8, 16), seed=0, likelihood="bernoulli"),
+    "mlp_ae": lambda: kv.presets.mlp_ae(input_shape=DIGITS_SHAPE, latent_dim=6, hidden=(32,), seed=0, likelihood="bernoulli"),
 }
+HEAD_PARAMS = {kv.likelihoods.Bernoulli: {"logits"}, kv.likelihoods.DiscretizedLogistic: {"loc", "scale"}}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -40,7 +41,7 @@ def run_in_tf1_session(path, signature, inputs):
 
 
 def test_signatures_match_the_contract(exported):
-    _, path = exported
+    model, path = exported
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         signature_defs = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path)).signature_def
     keys = {name: (set(d.inputs), set(d.outputs)) for name, d in signature_defs.items() if not name.startswith("__")}
@@ -48,7 +49,7 @@ def test_signatures_match_the_contract(exported):
     assert keys["reconstruct"] == keys["serving_default"] == ({"x"}, {"reconstruction"})
     assert keys["sample"] == ({"num_samples", "seed"}, {"x"})
     assert keys["score"] == ({"x"}, {"elbo", "reconstruction_error", "anomaly_score"})
-    assert keys["decode"][0] == {"z"} and "mean" in keys["decode"][1] and "logits" in keys["decode"][1]
+    assert keys["decode"] == ({"z"}, {"mean", *HEAD_PARAMS[type(model.likelihood)]})  # the parameters by their TFP names
     assert signature_defs["encode"].inputs["x"].tensor_shape.dim[0].size == -1  # dynamic batch
 
 
@@ -60,7 +61,9 @@ def test_tf1_session_outputs_agree_with_keras(exported, digits):
     encoded = run_in_tf1_session(path, "encode", {"x": x})
     np.testing.assert_allclose(encoded["loc"], q.mean(), atol=1e-4)
     decoded = run_in_tf1_session(path, "decode", {"z": z})
-    np.testing.assert_allclose(decoded["mean"], model.decode(z).mean(), atol=1e-4)
+    # Served in data units, [0, 1]; the discretized logistic's p(x|z) lives on the 256 levels.
+    levels = 255 if isinstance(model.likelihood, kv.likelihoods.DiscretizedLogistic) else 1
+    np.testing.assert_allclose(levels * decoded["mean"], model.decode(z).mean(), atol=levels * 1e-4)
     reconstructed = run_in_tf1_session(path, "reconstruct", {"x": x})["reconstruction"]
     np.testing.assert_allclose(reconstructed, model.reconstruct(x), atol=1e-4)
     scores = run_in_tf1_session(path, "score", {"x": x})

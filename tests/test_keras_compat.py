@@ -67,10 +67,19 @@ def _kerasvae_modules():
     return modules
 
 
+def _generated(cls, name, value):
+    """Whether a kerasvae class's attribute comes from a base's machinery, not from kerasvae's source:
+    ABCMeta's `_abc_impl`, the methods TFP's distributions give every subclass (`_type_spec`...)."""
+    module = getattr(_keras_compat._function(value), "__module__", None)
+    return cls.__module__.startswith("kerasvae") and (name == "_abc_impl" or (
+        callable(_keras_compat._function(value)) and module is not None and not module.startswith("kerasvae")))
+
+
 def _names(cls):
     """Every name a class defines or its methods mention (self._x reads and writes included)."""
-    names = set(vars(cls))
-    for value in vars(cls).values():
+    own = {name: value for name, value in vars(cls).items() if not _generated(cls, name, value)}
+    names = set(own)
+    for value in own.values():
         code = getattr(_keras_compat._function(value), "__code__", None)
         if isinstance(code, types.CodeType):
             names |= _keras_compat._names(code)

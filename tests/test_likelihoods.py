@@ -1,13 +1,19 @@
-"""Every likelihood's log_prob against a hand computation, and its mean in data units."""
+"""Every likelihood's log_prob against a hand computation, its mean in data units and its distribution's mean,
+and likelihood="auto": the head `fit` chooses from the training data, kept through saving and later fits."""
 
 import math
+import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_same_outputs
 from scipy.special import expit, log_softmax
 
+import kerasvae as kv
 from kerasvae import likelihoods
+from kerasvae._tfp import tfd
 
 SHAPE = (2, 3, 1)
 
@@ -121,12 +127,8 @@ def test_unknown_likelihood_name_is_a_value_error():
 
 
 def test_fitting_a_bernoulli_to_grey_levels_warns_and_binary_data_does_not():
-    import warnings
-
-    import kerasvae as kv
-
     x = kv.data.load_arrays("digits", "train")[0][:200]  # 17 grey levels in [0, 1]
-    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,))
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), likelihood="bernoulli")
     model.compile()
     with pytest.warns(UserWarning, match=r"Bernoulli likelihood is fitting non-binary data \(\d+% of the values"):
         model.fit(x, epochs=1, verbose=0)
@@ -137,3 +139,129 @@ def test_fitting_a_bernoulli_to_grey_levels_warns_and_binary_data_does_not():
         gaussian = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), likelihood="gaussian")
         gaussian.compile()
         gaussian.fit(x, epochs=1, verbose=0)
+
+
+# === likelihood="auto": the head picked from the training data ===
+
+
+def test_choose_picks_a_head_from_the_values_of_the_data():
+    assert likelihoods.choose(np.array([0.0, 1.0, 1.0, 0.0])) == "bernoulli"
+    assert likelihoods.choose(np.array([0, 1], np.uint8)) == "bernoulli"
+    assert likelihoods.choose(np.zeros([0])) == "bernoulli"  # nothing to go by: the Bernoulli it starts as
+    assert likelihoods.choose(np.array([0.0, 0.5, 1.0])) == "logistic"  # grey levels in [0, 1]
+    assert likelihoods.choose(np.array([0.2, 0.3])) == "logistic"
+    assert likelihoods.choose(np.array([-0.5, 0.5])) == "gaussian_per_element"  # standardized
+    assert likelihoods.choose(np.array([0.0, 1.0, 1.5])) == "gaussian_per_element"
+    assert likelihoods.choose(np.array([0.0, 128.0, 255.0])) == "gaussian_per_element"  # undivided 8-bit pixels
+
+
+def auto_model(**kwargs):
+    return kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=2, hidden=(8,), seed=0, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def digit_sets():
+    """{name: 200 digits as one kind of data}: grey levels x/16 in [0, 1], binarized, standardized."""
+    x = kv.data.load_arrays("digits", "train")[0][:200]
+    return {"grey": x, "binary": (x > 0.5).astype(np.float32), "standardized": (x - x.mean()) / x.std()}
+
+
+@pytest.fixture(scope="module")
+def fitted(digit_sets):
+    """{name: a likelihood="auto" model after one epoch on that data}."""
+    models = {}
+    for name, x in digit_sets.items():
+        models[name] = auto_model()
+        models[name].compile()
+        models[name].fit(x, epochs=1, batch_size=50, verbose=0)
+    return models
+
+
+def test_a_preset_defaults_to_auto_which_is_a_bernoulli_until_fit():
+    model = auto_model()
+    assert type(model.likelihood) is likelihoods.Auto and isinstance(model.likelihood, likelihoods.Bernoulli)
+    assert isinstance(model.decode(np.zeros((1, 2))).distribution, tfd.Bernoulli)
+
+
+def test_fit_puts_the_chosen_head_in_place(fitted):
+    assert type(fitted["grey"].likelihood) is likelihoods.DiscretizedLogistic
+    assert type(fitted["binary"].likelihood) is likelihoods.Bernoulli  # exactly: not the Auto subclass
+    gaussian = fitted["standardized"].likelihood
+    assert type(gaussian) is likelihoods.Gaussian and gaussian.scale == "learned_per_pixel"
+    assert tuple(gaussian.raw_scale.shape) == (8, 8, 1)
+
+
+def test_decode_of_the_chosen_logistic_has_a_mean_in_levels(fitted, digit_sets):
+    model, x = fitted["grey"], digit_sets["grey"][:5]
+    decoded = model.decode(model.encode(x).mean())
+    np.testing.assert_allclose(decoded.mean(), 255 * model.reconstruct(x), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(decoded.log_prob(np.round(255 * x)), model.likelihood.log_prob(model.likelihood_params(model.encode(x).mean()), x), rtol=1e-5)
+
+
+def test_the_chosen_heads_weights_replace_the_old_ones_in_a_rebuilt_models_order(fitted):
+    for name, model in fitted.items():
+        rebuilt = type(model).from_config(model.get_config())
+        assert [tuple(w.shape) for w in model.weights] == [tuple(w.shape) for w in rebuilt.weights], name
+        assert [w.path.split("/")[0] for w in model.weights] == [w.path.split("/")[0] for w in rebuilt.weights], name
+        rebuilt.set_weights(model.get_weights())
+        np.testing.assert_array_equal(rebuilt.reconstruct(np.zeros((2, 8, 8, 1))), model.reconstruct(np.zeros((2, 8, 8, 1))))
+
+
+def test_the_chosen_head_survives_a_keras_round_trip(fitted, digit_sets, tmp_path):
+    for name in ("grey", "standardized"):
+        model = fitted[name]
+        model.save(tmp_path / f"{name}.keras")
+        reloaded = keras.saving.load_model(tmp_path / f"{name}.keras")
+        assert type(reloaded.likelihood) is type(model.likelihood), name
+        x = digit_sets[name][:20]
+        if name == "grey":
+            assert_same_outputs(model, reloaded, x)
+        else:  # beyond [0, 1]: reconstruct and elbo, the Gaussian has no support to check
+            np.testing.assert_allclose(model.reconstruct(x), reloaded.reconstruct(x), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(model.elbo(x, seed=3), reloaded.elbo(x, seed=3), rtol=1e-5, atol=1e-4)
+
+
+def test_on_binary_data_auto_trains_as_a_bernoulli_weight_for_weight(digit_sets):
+    # The chosen Bernoulli keeps the weights the auto head drew, so binarized benchmarks are reproduced exactly.
+    weights = []
+    for likelihood in ("auto", "bernoulli"):
+        keras.utils.set_random_seed(0)
+        model = auto_model(likelihood=likelihood)
+        model.compile()
+        model.fit(digit_sets["binary"], epochs=1, batch_size=50, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for auto, bernoulli in zip(*weights, strict=True):
+        np.testing.assert_array_equal(auto, bernoulli)
+
+
+def test_a_second_fit_keeps_the_head_the_first_chose(digit_sets):
+    model = auto_model()
+    model.compile()
+    model.fit(digit_sets["grey"], epochs=1, batch_size=50, verbose=0)
+    head = model.likelihood
+    history = model.fit(digit_sets["binary"], epochs=1, batch_size=50, verbose=0).history
+    assert model.likelihood is head and np.isfinite(history["loss"][-1])
+
+
+def test_a_step_traced_before_the_first_fit_is_traced_again_with_the_chosen_head(digit_sets):
+    x = digit_sets["grey"]
+    model = auto_model()
+    model.compile()
+    model.evaluate(x, verbose=0)  # Keras traces and keeps a test step, with the Bernoulli head
+    history = model.fit(x, epochs=1, batch_size=50, validation_data=(x,), verbose=0).history
+    assert type(model.likelihood) is likelihoods.DiscretizedLogistic
+    # The validation ran the logistic: its loss is the negative ELBO, about 210 nats here, not the stale
+    # step's Bernoulli cross-entropy (45 nats).
+    negative_elbo = -np.mean(model.elbo(x, num_samples=10, seed=0))
+    np.testing.assert_allclose(history["val_loss"][-1], negative_elbo, rtol=0.05)
+    np.testing.assert_allclose(model.evaluate(x, verbose=0, return_dict=True)["loss"], negative_elbo, rtol=0.05)
+
+
+def test_decode_has_a_mean_for_every_head_in_the_distributions_units():
+    """The discretized logistic's p(x|z) lives on the levels {0..255}; its mean is the head's in levels."""
+    for name in sorted(likelihoods.LIKELIHOODS):
+        lik, params = head(name)
+        mean = np.asarray(lik.distribution(params).mean())
+        assert mean.shape == (4, *SHAPE), name
+        scale = 255 if name in ("logistic", "categorical") else 1
+        np.testing.assert_allclose(mean, scale * np.asarray(lik.mean(params)), rtol=1e-5, atol=1e-4, err_msg=name)

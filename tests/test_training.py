@@ -86,11 +86,15 @@ def test_sigkill_then_the_same_command_finishes_with_every_epoch_once(tmp_path, 
 def test_resuming_with_other_settings_is_refused(tmp_path):
     out = tmp_path / "run"
     (out / "backup").mkdir(parents=True)
-    config = {"model": "vae", "dataset": "digits", "binarize": None, "epochs": 3, "latent_dim": 4, "batch_size": 128,
-              "learning_rate": 0.001, "weight_averaging": 0.999, "early_stopping": None, "validation": "test", "seed": 0,
-              "input_shape": [8, 8, 1], "model_class": "VAE", "precision": "float32"}
+    config = {"model": "vae", "dataset": "digits", "binarize": None, "likelihood": "logistic", "epochs": 3, "latent_dim": 4,
+              "batch_size": 128, "learning_rate": 0.001, "weight_averaging": 0.999, "early_stopping": None, "validation": "test",
+              "seed": 0, "input_shape": [8, 8, 1], "model_class": "VAE", "precision": "float32"}
     training.write_json(out / "config.json", {**config, "learning_rate": 0.01})
     with pytest.raises(ValueError, match=r"other settings \(learning_rate 0.01 -> 0.001\).*delete .*backup"):
+        training.train_run(out, epochs=5, latent_dim=4, batch_size=128, figures=False)
+    # A run from before config.json named the likelihood trained the presets' Bernoulli, not what auto picks now.
+    training.write_json(out / "config.json", {k: v for k, v in config.items() if k != "likelihood"})
+    with pytest.raises(ValueError, match=r"other settings \(likelihood 'bernoulli' -> 'logistic'\)"):
         training.train_run(out, epochs=5, latent_dim=4, batch_size=128, figures=False)
 
 

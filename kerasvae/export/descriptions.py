@@ -30,9 +30,8 @@ def describe_model(model, x=None, labels=None, name=None, author="", license="")
     Priors other than N(0, I) also get DEMO_PRIOR_SAMPLES draws, which an app picks from instead of drawing
     z itself."""
     import kerasvae
-    from kerasvae.likelihoods import LIKELIHOODS
+    from kerasvae import likelihoods
 
-    likelihood_names = {cls.__name__: key for key, cls in LIKELIHOODS.items()}
     prior = PRIOR_NAMES.get(type(model.prior_layer).__name__, type(model.prior_layer).__name__)
     description = {
         "name": name,
@@ -40,7 +39,7 @@ def describe_model(model, x=None, labels=None, name=None, author="", license="")
         "kerasvae_version": kerasvae.__version__,
         "input_shape": list(model.data_shape),
         "latent_dim": int(model.latent_dim),
-        "likelihood": likelihood_names.get(type(model.likelihood).__name__, type(model.likelihood).__name__),
+        "likelihood": likelihoods.name_of(model.likelihood),
         "support": None if model.likelihood.support is None else list(model.likelihood.support),
         "prior": prior,
         "num_classes": model.num_classes,

@@ -4,10 +4,12 @@ multi-worker training (multi_worker.py), the probabilistic API and what a family
 (probabilistic.py), and input checks (input_checks.py). Families define `loss_terms`, and `elbo_batch`
 where theirs differs."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
-from kerasvae import calibration, recipes
+from kerasvae import _keras_compat, calibration, likelihoods, recipes
 from kerasvae.models.input_checks import InputChecks
 from kerasvae.models.multi_worker import MultiWorkerSteps
 from kerasvae.models.probabilistic import ProbabilisticAPI, batch_function
@@ -86,12 +88,41 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         self.prior_layer = prior
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
+        self._compile_batch_functions()
+        self._build_now()
+
+    def choose_likelihood(self, x):
+        """Puts the likelihood `kerasvae.likelihoods.choose` picks for data x (numpy) in place of a
+        likelihood="auto" head; `fit` calls it with a sample of the training data. Other heads stay. The new
+        head is built at once; an optimizer that has already built its state for the old head cannot train
+        the new one, so a trained model keeps its head."""
+        if not isinstance(self.likelihood, likelihoods.Auto) or (self.optimizer is not None and self.optimizer.built):
+            return
+        # The new head is made as the old one was: in the strategy the model was built in (its variables
+        # mirrored like the others) and with the old head's precision policy (a mixed-precision run's).
+        strategy, old = _keras_compat.creation_strategy(self), self.likelihood
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            head = likelihoods.LIKELIHOODS[likelihoods.choose(x)](dtype=old.dtype_policy)
+            # The old head's weights leave `model.weights`, and the new head's take their place in the order
+            # a model rebuilt from this one's config has them (`get_weights`/`set_weights` go by position).
+            _keras_compat.replace_layer(self, "likelihood", head)
+            self.likelihood.set_event_shape(self.data_shape)
+            self._compile_batch_functions()
+            # Steps traced earlier (an `evaluate` before the first `fit`) hold the old head; Keras traces anew.
+            self.train_function = self.test_function = self.predict_function = None
+            self._build_now()
+            if type(head) is likelihoods.Bernoulli:
+                # The auto head is a Bernoulli: keeping the weights it drew makes a run on binary data the run
+                # of likelihood="bernoulli", weight for weight (the benchmarks' numbers stand).
+                head.set_weights(old.get_weights())
+
+    def _compile_batch_functions(self):
         # Compiled per instance: a tf.function on the class would retrace for every model.
-        self._compiled = {
+        # (Re)compiles the functions that read the likelihood; families add their own entries.
+        self._compiled = {**getattr(self, "_compiled", {}), **{
             name: batch_function(getattr(self, name))
             for name in ("_reconstruct_batch", "reconstruction_log_prob", "log_importance_weights", "elbo_batch")
-        }
-        self._build_now()
+        }}
 
     def _build_now(self):
         # Build every weight at construction, as a functional model would: `.keras` loading and
@@ -139,7 +170,10 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
 
     def decode(self, z, labels=None):
         """p(x|z): a tfd.Distribution with event_shape equal to the input shape. Discrete 8-bit likelihoods
-        (`logistic`, `categorical`) live on {0, ..., 255}; `likelihood.mean` maps back to [0, 1]."""
+        (`logistic`, `categorical`) live on {0, ..., 255}: their samples, `log_prob`'s argument and `mean()`
+        are in levels, `mean()` being 255 times `likelihood.mean`, which maps back to [0, 1] (as
+        `reconstruct` and the exported `decode` signature's `mean` are). A likelihood="auto" model has the
+        head its first `fit` chose (`kerasvae.likelihoods.choose`)."""
         z = self._check_latents(z)
         labels = self._check_labels(labels, z.shape[-2] if z.shape.rank > 1 else 1)
         return self.likelihood.distribution(self.likelihood_params(z, labels=labels))

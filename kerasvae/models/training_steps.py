@@ -87,7 +87,9 @@ class TrainingSteps:
         """Keras's `fit`, after fitting the model's step schedules to the run (`plan_run`) and, when the
         optimizer averages the weights, validating on the average (`kv.callbacks.ValidateAveragedWeights`),
         so the `val_*` metrics describe the model `fit` leaves behind."""
-        self.likelihood.check_training_data(training_sample(x))
+        sample = training_sample(x)
+        self.choose_likelihood(sample)
+        self.likelihood.check_training_data(sample)
         steps = run_steps(x, batch_size, epochs, steps_per_epoch, kwargs.get("validation_split", 0.0))
         if steps:
             self.plan_run(steps)
