@@ -13,13 +13,17 @@ class AnomalyCalibration:
 
     Attributes:
         threshold: float. Scores above it are anomalies (nats, higher = more anomalous).
-        method: str. The `anomaly_score` method the scores came from: "elbo", "nll" or "reconstruction".
+        method: str. The score the threshold applies to (kerasvae.apps.AnomalyDetector's methods).
         num_samples: int. The `num_samples` of those scores.
+        reference: dict or None. The normal-data statistics of the scores that compare inputs with normal
+            data (kerasvae.apps.anomaly_scores.fit_reference): lists and floats, so the model's JSON
+            config holds them. None for the model's own scores.
     """
 
     threshold: float
     method: str = "elbo"
     num_samples: int = 1
+    reference: dict = None
 
     def __post_init__(self):
         object.__setattr__(self, "threshold", float(self.threshold))

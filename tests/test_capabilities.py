@@ -59,7 +59,7 @@ def test_anomaly_calibration_is_one_object_in_the_config_and_old_configs_still_l
     model = families["vae"]
     model.anomaly_calibration = AnomalyCalibration(12.5, "nll", 5)
     config = model.get_config()
-    assert config["anomaly_calibration"] == {"threshold": 12.5, "method": "nll", "num_samples": 5}
+    assert config["anomaly_calibration"] == {"threshold": 12.5, "method": "nll", "num_samples": 5, "reference": None}
     assert "anomaly_threshold" not in config
     old = {k: v for k, v in config.items() if k != "anomaly_calibration"}
     old.update(anomaly_threshold=3.0, anomaly_method="reconstruction", anomaly_num_samples=1)

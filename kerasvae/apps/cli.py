@@ -29,7 +29,8 @@ def add_commands(commands):
                          help="split of the normal data; held-out normal data (e.g. \"train[90%%:]\" of a run trained on \"train[:90%%]\") gives an unbiased false-positive rate")
     anomaly.add_argument("--normal-class", type=int, default=None,
                          help="label of the normal class: calibrate on it, and count every other label as an anomaly")
-    anomaly.add_argument("--method", choices=ANOMALY_METHODS, default=None, help="default: the model's own anomaly score")
+    anomaly.add_argument("--method", choices=ANOMALY_METHODS, default=None,
+                         help="default: the saved model's calibrated score, else auto (chosen on normal data alone)")
     anomaly.add_argument("--num-samples", type=int, default=None, help="samples for the elbo and nll scores")
     level = anomaly.add_mutually_exclusive_group()
     level.add_argument("--quantile", type=float, default=None, help="threshold = this quantile of normal scores (default 0.99)")
@@ -149,7 +150,7 @@ def _anomaly(args):
     detector.fit(x_normal, quantile=args.quantile, false_positive_rate=args.false_positive_rate)
     scores = detector.score(x)
     report = {
-        "run": str(args.run), "method": detector.method, "num_samples": detector.num_samples,
+        "run": str(args.run), "method": detector.method, "num_samples": detector.num_samples, "selection": detector.selection,
         "threshold": detector.threshold, "num_normal_calibration": len(x_normal), "num_examples": len(x),
         "flagged_fraction": float(np.mean(scores > detector.threshold)),
     }

@@ -34,8 +34,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from kerasvae.apps.anomaly import served_anomaly_score
+from kerasvae.apps.anomaly_scores import SCORE_SEED
 
-SCORE_SEED = (0, 0)
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "kerasvae.json"
 SIGNATURES = ("serving_default", "encode", "decode", "reconstruct", "sample", "score")
