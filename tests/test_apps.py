@@ -57,8 +57,16 @@ def sandals(fashion):
 
 
 @pytest.fixture(scope="module")
-def fashion_vae(fashion):
-    return train(gaussian_vae(FASHION_SHAPE, 16, (256, 64)), fashion[0][:3000], epochs=15, learning_rate=2e-3)
+def default_models(fashion):
+    """{preset: model} as a user starts: the presets' defaults (likelihood "auto": the discretized logistic
+    for grey levels), `compile()`, 10 epochs on 5,000 Fashion-MNIST images."""
+    models = {}
+    for name in ("mlp_vae", "denoising_ae"):
+        keras.utils.set_random_seed(0)
+        models[name] = kv.presets.get(name)(seed=0)
+        models[name].compile()
+        models[name].fit(fashion[0][:5000], epochs=10, verbose=0)
+    return models
 
 
 # === Anomaly detection ===
@@ -119,17 +127,28 @@ def test_threshold_travels_through_keras_save_and_the_savedmodel(sandals, fashio
 # === Denoising ===
 
 
+@pytest.mark.slow
 @needs_fashion
-def test_denoising_gains_6_db_at_sigma_0_3_and_beats_pca(fashion_vae, fashion):
-    x_train, _, x_test, _ = fashion
-    report, images = kv.apps.evaluate_denoising(fashion_vae, x_test[:300], noise_stddev=0.3, x_fit=x_train[:3000])
-    print(f"\nPSNR noisy {report['psnr_noisy']:.2f} dB -> denoised {report['psnr_denoised']:.2f} dB (gain {report['gain_db']:.2f}), "
-          f"encoder alone {report['psnr_amortized']:.2f}, PCA-16 {report['psnr_pca']:.2f} (gain {report['gain_pca_db']:.2f})")
+@pytest.mark.parametrize("preset", ["mlp_vae", "denoising_ae"])
+def test_default_presets_denoise_6_db_at_sigma_0_3_beating_pca_and_their_features_match_pca(default_models, fashion, preset):
+    model = default_models[preset]
+    x_train, y_train, x_test, y_test = fashion
+    report, images = kv.apps.evaluate_denoising(model, x_test[:300], noise_stddev=0.3, x_fit=x_train[:5000])
+    pca = kv.apps.PCABaseline(model.latent_dim).fit(x_train[:5000])
+    probe = kv.apps.linear_probe(model.latent_features(x_train[:5000]), y_train[:5000], model.latent_features(x_test), y_test)
+    probe_pca = kv.apps.linear_probe(pca.encode(x_train[:5000]), y_train[:5000], pca.encode(x_test), y_test)
+    print(f"\n{preset} ({type(model.likelihood).__name__}): PSNR noisy {report['psnr_noisy']:.2f} dB -> denoised "
+          f"{report['psnr_denoised']:.2f} dB (gain {report['gain_db']:.2f}), encoder alone {report['psnr_amortized']:.2f}, "
+          f"PCA-{model.latent_dim} {report['psnr_pca']:.2f} (gain {report['gain_pca_db']:.2f}); probe {probe:.4f}, PCA {probe_pca:.4f}")
+    assert isinstance(model.likelihood, kv.likelihoods.DiscretizedLogistic)  # "auto" on 8-bit grey levels
     # Unclipped white noise of stddev 0.3 on [0, 1] images: PSNR = 20 log10(1 / 0.3) = 10.46 dB.
     assert report["psnr_noisy"] == pytest.approx(20 * np.log10(1 / 0.3), abs=0.05)
     assert report["gain_db"] >= 6.0
     assert report["psnr_denoised"] > report["psnr_pca"] and report["psnr_denoised"] > report["psnr_amortized"]
     assert images["denoised"].min() >= 0 and images["denoised"].max() <= 1
+    # Level with PCA, not above it: over runs the defaults' probe spans 0.808-0.829 against PCA's 0.814-0.821
+    # (BENCHMARKS.md); the Bernoulli default it replaced scored 0.796.
+    assert probe >= probe_pca - 0.015
 
 
 # === Compression ===
@@ -342,7 +361,9 @@ def test_app_commands_write_their_files(run_folder, tmp_path, capsys):
             assert summary["num_images"] == 50 and summary["psnr_db_vs_greyscale"] > summary["pca_psnr_db_vs_greyscale"]
             assert summary["bits_per_image"] == pytest.approx(8 * (out / "digits.kvz").stat().st_size / summary["num_images"])
         if name == "anomaly":
-            assert 0 <= summary["auroc"] <= 1 and 0 <= summary["pca_auroc"] <= 1 and summary["method"] == "elbo"
+            assert 0 <= summary["auroc"] <= 1 and 0 <= summary["pca_auroc"] <= 1
+            # The default, auto, reports the score it chose and every candidate's AUROC on pseudo-anomalies.
+            assert summary["method"] == max(summary["selection"], key=summary["selection"].get)
     assert cli.main(["decompress", str(run_folder), str(out / "digits.kvz")]) == 0  # writes digits.npy and digits.png beside it
     decoded = np.load(out / "digits.npy")
     x_test = kv.data.load_arrays("digits", "test[:50]")[0]
