@@ -95,6 +95,12 @@ class Likelihood(keras.layers.Layer):
         """E[x|z] in data units."""
         return self.distribution(params).mean()
 
+    def sample(self, params, seed):
+        """x ~ p(x|z) in data units, from the stateless `seed`: an 8-bit head's levels divided by 255, so a
+        sample is an image in [0, 1] like `mean` (the distribution itself draws levels)."""
+        x = tf.cast(self.distribution(params).sample(seed=seed), tf.float32)
+        return x / (PIXEL_LEVELS - 1) if self.eight_bit else x
+
 
 @serializable
 class Bernoulli(Likelihood):

@@ -265,3 +265,19 @@ def test_decode_has_a_mean_for_every_head_in_the_distributions_units():
         assert mean.shape == (4, *SHAPE), name
         scale = 255 if name in ("logistic", "categorical") else 1
         np.testing.assert_allclose(mean, scale * np.asarray(lik.mean(params)), rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["logistic", "categorical"])
+def test_samples_of_8_bit_heads_are_images_in_data_units(name):
+    import kerasvae as kv
+
+    model = kv.presets.mlp_vae(input_shape=(4, 4, 1), latent_dim=2, hidden=(8,), likelihood=name, seed=0)
+    x = model.sample(50, seed=(1, 2), mean=False)
+    levels = x * 255
+    # Draws on the 1/255 grid of [0, 1], like `mean`, not the 0..255 levels the distribution itself draws.
+    assert x.min() >= 0 and x.max() <= 1 and np.allclose(levels, np.round(levels), atol=1e-3)
+    assert len(np.unique(levels)) > 10
+    head = kv.likelihoods.DiscretizedLogistic(event_shape=(1,))
+    sharp = {"loc": tf.fill([1000, 1], 0.5), "scale": tf.fill([1000, 1], 1e-4)}
+    # Logistic(255 * 0.5 - 0.5, 0.0255) quantized to (y - 1, y]: level 127 or 128, the two nearest 127.5.
+    assert set(np.round(np.asarray(head.sample(sharp, seed=(0, 1))) * 255).ravel()) <= {127.0, 128.0}

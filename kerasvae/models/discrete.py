@@ -209,7 +209,7 @@ class DiscreteVAE(VAE):
         params = self.likelihood_params(self.prior.sample(n, seed=z_seed), labels=labels)
         if mean:
             return self.likelihood.mean(params)
-        return self.likelihood.distribution(params).sample(seed=x_seed)
+        return self.likelihood.sample(params, x_seed)
 
     # === Serialization ===
 

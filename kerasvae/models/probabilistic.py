@@ -65,7 +65,7 @@ class ProbabilisticAPI:
         params = self.likelihood_params(z, labels=labels)
         if mean:
             return self.likelihood.mean(params)
-        return self.likelihood.distribution(params).sample(seed=x_seed)
+        return self.likelihood.sample(params, x_seed)
 
     def elbo(self, x, num_samples=1, seed=None, labels=None):
         """Per-example evidence lower bound in nats, shape [n]: E_q[log p(x|z)] - KL(q(z|x) || p(z))."""

@@ -220,7 +220,7 @@ class VQVAE(LatentVariableModel):
         params = self.likelihood_params(self.codes_to_latents(codes))
         if mean:
             return self.likelihood.mean(params)
-        return self.likelihood.distribution(params).sample(seed=x_seed)
+        return self.likelihood.sample(params, x_seed)
 
     def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None):
         """The lower bound log p(x|z_q(x)) + log p(c(x)), in nats, shape [n]: with a point-mass posterior all
