@@ -123,15 +123,16 @@ class AnomalyDetector:
             held = held_out_size(len(x_normal))
             parts = (x_normal[:-held], x_normal[-held:]), (None, None) if labels is None else (labels[:-held], labels[-held:])
             if self.method == "auto":
-                self.method, self.selection = self._choose(*parts)
-            self.reference = anomaly_scores.fit_reference(self.model, self.method, self.num_samples, *parts[0], *parts[1])
+                self.method, self.selection, self.reference = self._choose(*parts)
+            else:
+                self.reference = anomaly_scores.fit_reference(self.model, self.method, self.num_samples, *parts[0], *parts[1])
             scores = self._score(self.method, parts[0][1], parts[1][1], self.reference)
         self.model.anomaly_calibration = AnomalyCalibration(float(np.quantile(scores, q)), self.method, self.num_samples, self.reference)
         return self
 
     def _choose(self, x_parts, label_parts):
-        """(method, {candidate: AUROC}): the candidate that best separates held-out normal examples from
-        pseudo-anomalies made of them. "nll" is left out: with the few samples a choice can afford it is a
+        """(method, {candidate: AUROC}, its reference statistics): the candidate that best separates held-out
+        normal examples from pseudo-anomalies made of them. "nll" is left out: with the few samples a choice can afford it is a
         noisier ELBO."""
         from sklearn.metrics import roc_auc_score
 
@@ -141,16 +142,16 @@ class AnomalyDetector:
         x_reference, x_held = x_parts
         fake = anomaly_scores.pseudo_anomalies(x_held)
         is_fake = np.r_[np.zeros(len(x_held)), np.ones(len(fake))]
-        selection = {}
+        selection, references = {}, {}
         for method in anomaly_scores.available(self.model):
             if method == "nll":
                 continue
-            reference = None
             if method in anomaly_scores.REFERENCE_SCORES:
-                reference = anomaly_scores.fit_reference(self.model, method, self.num_samples, x_reference, x_held)
-            scores = np.concatenate([self._score(method, x, None, reference) for x in (x_held, fake)])
+                references[method] = anomaly_scores.fit_reference(self.model, method, self.num_samples, x_reference, x_held)
+            scores = np.concatenate([self._score(method, x, None, references.get(method)) for x in (x_held, fake)])
             selection[method] = float(roc_auc_score(is_fake, scores))
-        return max(selection, key=selection.get), selection
+        method = max(selection, key=selection.get)
+        return method, selection, references.get(method)
 
     def predict(self, x, labels=None):
         """bool [n]: True where the score exceeds the calibrated threshold."""
