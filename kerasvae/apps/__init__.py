@@ -11,7 +11,10 @@ pixel dictionaries, zlib):
 - visualization: `embed` (PCA or t-SNE maps of the posterior means), `manifold` (2-D latent grid);
 - features: `features`, `linear_probe`, `probe_report`, `semi_supervised` (accuracy vs label budget);
 - sparse coding on latents: `SparseLatentCoder`, `sparsity_curve`;
-- imputation: `impute` (posterior mode given the observed elements, or pseudo-Gibbs), `evaluate_imputation`.
+- imputation: `impute` (posterior mode given the observed elements, or pseudo-Gibbs), `evaluate_imputation`;
+- regression: `regress` (ridge or a small MLP on posterior means; `predict` gives a mean and a spread
+  calibrated from posterior draws), `regression_report` (against PCA and pixels);
+- ordering: `order` (the permutation and 1-D coordinates of items along their path in latent space).
 
 Figures live in `kerasvae.apps.figures`; the `kerasvae` command's app subcommands in `kerasvae.apps.cli`.
 """
@@ -31,6 +34,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "imputation": ["block_mask", "evaluate_imputation", "impute", "mean_imputation", "random_mask"],
         "metrics": ["mse", "psnr"],
         "navigation": ["informative_dimensions", "interpolate", "interpolate_latents", "traverse"],
+        "ordering": ["order", "order_points"],
+        "regression": ["LatentRegressor", "regress", "regression_metrics", "regression_report"],
         "sparse_coding": ["SparseLatentCoder", "sparsity_curve"],
         "visualization": ["embed", "manifold"],
     },

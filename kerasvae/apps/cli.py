@@ -21,6 +21,7 @@ def add_commands(commands):
         EMBEDDINGS,
         IMPUTATION_METHODS,
         INTERPOLATIONS,
+        REGRESSORS,
     )
 
     anomaly = _command(commands, "anomaly", _anomaly, "calibrate an anomaly threshold on normal data; AUROC/AUPRC against PCA; score histogram")
@@ -99,6 +100,15 @@ def add_commands(commands):
     sparse.add_argument("--nonzeros", default="1,2,3,4", help="comma-separated numbers of atoms per code")
     sparse.add_argument("--alpha", type=float, default=1.0, help="L1 weight of dictionary learning")
     sparse.add_argument("--out", default="sparse_code", help="folder for sparse_coding.json and its PNGs")
+
+    regress = _command(commands, "regress", _regress, "predict a numeric target from the latent code (mean and spread), against PCA and pixels")
+    regress.add_argument("--targets", required=True,
+                         help="a .npy, .csv or .txt file: one target value (or row of values) per example of --data's --split, in order")
+    regress.add_argument("--method", choices=REGRESSORS, default="mlp", help="regressor on the posterior means (and on the baselines)")
+    regress.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the examples the report is measured on")
+    regress.add_argument("--num-samples", type=int, default=32, help="posterior draws per example for the predictive spread")
+    regress.add_argument("--seed", type=int, default=0)
+    regress.add_argument("--out", default="regress", help="folder for regress.json, regression.png and predictions.npy")
 
     impute = _command(commands, "impute", _impute, "fill missing pixels, report RMSE against mean imputation")
     impute.add_argument("--mask", choices=("random", "block"), default="random", help="random pixels or the bottom rows")
@@ -344,6 +354,27 @@ def _impute(args):
     _finish(out / "impute.json", {"run": str(args.run), "mask": args.mask, **report})
 
 
+def _regress(args):
+    from kerasvae import training
+    from kerasvae.apps import figures
+    from kerasvae.apps.regression import regression_report
+
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test-fraction must lie in (0, 1), got {args.test_fraction}")
+    model, config = training.load_run(args.run)
+    x, _ = _images(args.data, args.split, config, args.limit)
+    y = _targets(args.targets, len(x))
+    held_out = np.random.default_rng(args.seed).permutation(len(x))[: max(1, int(round(args.test_fraction * len(x))))]
+    train = np.setdiff1d(np.arange(len(x)), held_out)
+    report, predictions = regression_report(model, x[train], y[train], x[held_out], y[held_out], args.method,
+                                            _at_least("--num-samples", args.num_samples, 2), args.seed)
+    out = _folder(args.out)
+    np.save(out / "predictions.npy", np.stack([y[held_out], predictions["mean"], predictions["std"]], axis=1))
+    title = f"{args.method} on {model.latent_dim}-d posterior means: R2 {report['latent']['r2']:.3f} (PCA {report['pca']['r2']:.3f})"
+    report["figure"] = str(figures.regression_figure(y[held_out], predictions["mean"], predictions["std"], out / "regression.png", title=title))
+    _finish(out / "regress.json", {"run": str(args.run), "examples": {"train": len(train), "test": len(held_out)}, **report})
+
+
 # === Helpers ===
 
 
@@ -356,6 +387,21 @@ def _images(source, split, config, limit, classes=None):
         return training.test_images(config, split, limit, classes=classes)
     x, y = data.load_arrays(source, split, classes=classes)
     return (x[:limit], None if y is None else y[:limit]) if limit else (x, y)
+
+
+def _targets(path, n):
+    """Float targets [n] (or [n, t]) read from a .npy, .csv or whitespace-separated text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--targets {path}: no such file")
+    try:
+        y = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
+    except ValueError as error:
+        raise ValueError(f"--targets {path}: not numbers ({error})") from None
+    y = np.asarray(y, np.float64)
+    if len(y) != n or not np.isfinite(y).all():
+        raise ValueError(f"--targets {path} holds {len(y)} values (finite: {bool(np.isfinite(y).all())}); the data has {n} examples")
+    return y
 
 
 def _folder(path):

@@ -101,6 +101,29 @@ def curves(x, series, path, xlabel, ylabel, title, xscale="linear", errors=None)
     return _save(fig, path)
 
 
+def regression_figure(y, mean, std, path, target="target", title="latent regression"):
+    """Predicted against true target with 90% intervals (1.645 std) as error bars, and the diagonal."""
+    y, mean, std = (np.asarray(a, np.float64).ravel() for a in (y, mean, std))
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.errorbar(y, mean, yerr=1.6448536269514722 * std, fmt="o", markersize=3, alpha=0.5, elinewidth=0.6, label="prediction, 90% interval")
+    low, high = min(y.min(), mean.min()), max(y.max(), mean.max())
+    ax.plot([low, high], [low, high], color="black", linewidth=1, label="y = prediction")
+    ax.set_xlabel(f"true {target}")
+    ax.set_ylabel(f"predicted {target}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def ordering_strip(rows, path, title="items ordered along their latent path"):
+    """One strip per entry of {label: images [n, H, W(, 1)]} in the order given (e.g. "shuffled",
+    "ordered by latent path"), each a single row of images."""
+    labels = list(rows)
+    return image_table(np.stack([np.asarray(rows[k]) for k in labels]), path, row_labels=labels, title=title, column_axis="position")
+
+
 def rate_distortion_figure(reports, path):
     """PSNR against bits per image for the VAE and PCA transform coding, from `evaluate_compression`
     reports at several bin widths (each needs pca_* entries), with zlib's lossless rate in the title."""
