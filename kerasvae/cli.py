@@ -112,14 +112,30 @@ def _export(args):
 
 
 def _serve(args):
+    from kerasvae.serving.batching import BatchingParameters
     from kerasvae.serving.server import serve
 
+    knobs = {name: getattr(args, name) for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+                                                    "num_batch_threads", "allowed_batch_sizes")}
+    batching = None
+    if args.enable_batching:  # TF Serving's defaults, then the file's values, then the flags given
+        batching = BatchingParameters.read(args.batching_parameters_file) if args.batching_parameters_file else BatchingParameters()
+        batching = batching.replace(**knobs)
+    elif args.batching_parameters_file or any(v is not None for k, v in knobs.items() if k != "max_batch_size"):
+        raise ValueError("--batching-parameters-file and the batching knobs need --enable-batching (as in TF Serving).")
     serve(
         args.saved_models, port=args.port, rest_port=args.rest_port, host=args.host, model_config=args.model_config,
         poll_seconds=args.poll_seconds, max_batch_size=args.max_batch_size, max_request_bytes=args.max_request_bytes,
         max_concurrent_requests=args.max_concurrent_requests, request_timeout=args.request_timeout,
-        log_requests=args.log_requests,
+        log_requests=args.log_requests, batching=batching, model_warmup=args.enable_model_warmup,
     )
+
+
+def _batch_sizes(text):
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,4; got {text!r}") from None
 
 
 def _info(args):
@@ -261,13 +277,31 @@ def build_parser():
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 serves other machines")
     serve.add_argument("--model-config", default=None, help="a TF Serving models.config to serve instead")
     serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
-    serve.add_argument("--max-batch-size", type=int, default=4096)
+    serve.add_argument("--max-batch-size", type=int, default=None,
+                       help="largest batch a request may carry (default 4096); with --enable-batching also the largest "
+                       "batch formed and accepted (TF Serving's max_batch_size, default 1000)")
     serve.add_argument("--max-request-bytes", type=int, default=64 << 20)
     serve.add_argument("--max-concurrent-requests", type=int, default=64)
     serve.add_argument("--request-timeout", type=float, default=30.0, help="seconds a request may take (DEADLINE_EXCEEDED)")
     serve.add_argument("--log-requests", action="store_true",
                        help="one access line per REST and gRPC request on stderr (time, peer, method, model, version, "
                        "signature, status, ms, bytes)")
+    serve.add_argument("--enable-model-warmup", action=argparse.BooleanOptionalAction, default=True,
+                       help="replay each version's assets.extra/tf_serving_warmup_requests before serving it (TF Serving's "
+                       "--enable_model_warmup)")
+    batching = serve.add_argument_group("batching", "TF Serving's --enable_batching and BatchingParameters knobs; a knob "
+                                        "given here overrides the file's")
+    batching.add_argument("--enable-batching", action="store_true",
+                          help="run concurrent Predict requests of a signature as one batch")
+    batching.add_argument("--batching-parameters-file", default=None,
+                          help="a TF Serving batching_parameters.txt (text BatchingParameters), e.g. the one kerasvae export writes")
+    batching.add_argument("--batch-timeout-micros", type=int, default=None,
+                          help="how long a non-full batch waits for more requests (default 0)")
+    batching.add_argument("--num-batch-threads", type=int, default=None, help="batches run at once (default: CPU count)")
+    batching.add_argument("--max-enqueued-batches", type=int, default=None,
+                          help="batches that may wait before requests are refused UNAVAILABLE (default 10)")
+    batching.add_argument("--allowed-batch-sizes", type=_batch_sizes, default=None,
+                          help="comma-separated sizes batches are padded to, ending at --max-batch-size, e.g. 1,2,4,8")
     serve.set_defaults(handler=_serve)
 
     info = commands.add_parser("info", help="versions, devices and active acceleration")

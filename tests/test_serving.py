@@ -36,6 +36,7 @@ from tensorflow_serving.apis import (
 
 import kerasvae as kv
 from kerasvae.export.savedmodel import SIGNATURES, export_savedmodel
+from kerasvae.serving.batching import write_batching_parameters
 
 TFS = "9d981c5c2708d23c5407c7c1e30309e6f9798874"  # the tensorflow/serving commit the goldens are copied from
 
@@ -90,10 +91,17 @@ def raw_predict(target, model, signature, inputs, version=None):
     return response, {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
 
 
-def check_protocol(target, model_name, saved_model_path):
-    """The assertions any TF Serving must pass for an exported kerasvae model."""
+def check_protocol(target, model_name, saved_model_path, tf_serving_batching=False):
+    """The assertions any TF Serving must pass for an exported kerasvae model. Under TF Serving's
+    --enable_batching every signature is batched, so `sample` (a scalar num_samples) is refused by
+    batching_util.h's ComputeTensorBatchSize; kerasvae serve runs it unbatched."""
     local = tf.saved_model.load(str(saved_model_path)).signatures
     for signature, inputs in REQUESTS.items():
+        if tf_serving_batching and signature == "sample":
+            with pytest.raises(grpc.RpcError) as error:
+                raw_predict(target, model_name, signature, inputs)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at least one dimension" in error.value.details()
+            continue
         response, outputs = raw_predict(target, model_name, signature, inputs)
         expected = {k: v.numpy() for k, v in local[signature](**{k: tf.constant(v) for k, v in inputs.items()}).items()}
         assert set(outputs) == set(expected), signature
@@ -250,16 +258,18 @@ def test_real_tensorflow_model_server_speaks_the_same_protocol(digits, tmp_path)
     model = small_vae()
     fit(model, digits[0], epochs=1)
     path = export_savedmodel(model, tmp_path / "digits")
+    batching = write_batching_parameters(tmp_path / "digits")  # as kerasvae export writes it: TF Serving must parse it
     if os.environ.get("KERASVAE_TFSERVING"):  # a server someone started on a copy of this export
         check_protocol(os.environ["KERASVAE_TFSERVING"], "digits", path)
         return
     port = free_port()
-    server = subprocess.Popen(["tensorflow_model_server", f"--port={port}", f"--model_config_file={tmp_path / 'models.config'}"])
+    server = subprocess.Popen(["tensorflow_model_server", f"--port={port}", f"--model_config_file={tmp_path / 'models.config'}",
+                               "--enable_batching", f"--batching_parameters_file={batching}"])
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=60)
         time.sleep(2)
-        check_protocol(f"127.0.0.1:{port}", "digits", path)
+        check_protocol(f"127.0.0.1:{port}", "digits", path, tf_serving_batching=True)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -12,6 +12,7 @@ import numpy as np
 from kerasvae import progress
 from kerasvae.export.descriptions import describe_model
 from kerasvae.export.savedmodel import export_savedmodel
+from kerasvae.serving.batching import write_batching_parameters
 
 TFLITE_MODES = ("float32", "dynamic", "float16", "int8")
 CALIBRATION_EXAMPLES = 1000
@@ -44,7 +45,8 @@ def export_model_tflite(model, out_dir, modes, saved_model_dir=None, **options):
 def export(model_or_path, to, version=None, force=False, tflite=(), onnx=False, calibration_data=None,
            tflite_batch=(1,), web=False, web_runtime=None, author="", license=""):
     """Export a model to the serving root folder `to` (its last part is the model name): a versioned
-    SavedModel, and the TFLite, ONNX and browser files asked for. What `kerasvae export` calls. Returns
+    SavedModel, `to`/batching_parameters.txt for TF Serving's --enable_batching (kept if present), and the
+    TFLite, ONNX and browser files asked for. What `kerasvae export` calls. Returns
     {"savedmodel": path, "tflite": report or None, "onnx": paths or None, "web": index.html or None}.
 
     Args:
@@ -101,6 +103,7 @@ def export(model_or_path, to, version=None, force=False, tflite=(), onnx=False, 
         metadata.update(training_config=config.to_json(), final_metrics={k: v[-1] for k, v in history.items() if v})
     progress.step(f"SavedModel: writing {to}")
     target = export_savedmodel(model, to, version=version, force=force, metadata=metadata)
+    write_batching_parameters(to)  # beside the versions, for --enable_batching --batching_parameters_file
     result = {"savedmodel": str(target), "tflite": None, "onnx": None, "web": None}
     if tflite:
         modes = ["float32"] + [m for m in TFLITE_MODES if m in tflite and m != "float32"]

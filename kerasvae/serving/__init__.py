@@ -1,10 +1,12 @@
 """Serving: TF Serving clients (gRPC `Client`, REST `RestClient`) and an embedded server that speaks the
-same protocol (`kerasvae serve`, `Server`). Importing this package loads numpy and the standard library
-only, so `RestClient` works without TensorFlow; `Client` and the server import what they need when used."""
+same protocol (`kerasvae serve`, `Server`, batching with `BatchingParameters`). Importing this package
+loads numpy and the standard library only, so `RestClient` works without TensorFlow; `Client` and the
+server import what they need when used."""
 
+from kerasvae.serving.batching import BatchingParameters
 from kerasvae.serving.client import Client, RestClient, ServingClientError
 
-__all__ = ["Client", "RestClient", "Server", "ServingClientError", "serve"]
+__all__ = ["BatchingParameters", "Client", "RestClient", "Server", "ServingClientError", "serve"]
 
 
 def __getattr__(name):

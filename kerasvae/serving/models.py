@@ -14,6 +14,7 @@ models, never joined to a path.
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,11 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from kerasvae.export.savedmodel import MODEL_NAME
+from kerasvae.export.savedmodel import MODEL_NAME, WARMUP_FILE
 
 log = logging.getLogger("kerasvae.serving")
 
+MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords (servables/tensorflow/saved_model_warmup_util.cc)
 MESSAGE_CHARS = 64  # request-supplied text quoted in an error message is cut to this length
 
 # Ops that read or write files, run Python callbacks, write summaries or debug dumps, or make remote calls.
@@ -124,7 +126,8 @@ def _called_functions(nodes):
 class LoadedVersion:
     """One loaded SavedModel version: its callable signatures and their SignatureDefs."""
 
-    def __init__(self, name, version, path):
+    def __init__(self, name, version, path, warmup=True):
+        started = time.perf_counter()
         self.name, self.version, self.path = name, int(version), Path(path)
         saved_model = saved_model_pb2.SavedModel.FromString((self.path / "saved_model.pb").read_bytes())
         if not saved_model.meta_graphs:
@@ -135,6 +138,38 @@ class LoadedVersion:
         # only the others can be called.
         self.signature_defs = dict(saved_model.meta_graphs[0].signature_def)
         self.functions = {key: self.module.signatures[key] for key in self.signature_defs if not key.startswith("__")}
+        self._batchable = {}
+        self.load_seconds = time.perf_counter() - started
+        self.warmup_requests = self.replay_warmup() if warmup else 0
+        self.warmup_seconds = time.perf_counter() - started - self.load_seconds
+
+    def replay_warmup(self):
+        """Run the Predict requests of assets.extra/tf_serving_warmup_requests (a TFRecord of PredictionLogs,
+        as `kerasvae export` writes it), as TF Serving does under its default --enable_model_warmup, so the
+        first real request of each signature does not pay for instantiating its function. Like TF Serving,
+        a failing record fails the load and more than MAX_WARMUP_RECORDS records are refused. Returns the
+        number of requests run."""
+        path = self.path / "assets.extra" / WARMUP_FILE
+        if not path.is_file():
+            return 0
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        count = 0
+        for record in tf.data.TFRecordDataset(str(path)):
+            count += 1
+            if count > MAX_WARMUP_RECORDS:
+                raise ValueError(f"{WARMUP_FILE} holds more than {MAX_WARMUP_RECORDS} records")
+            entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            if entry.WhichOneof("log_type") != "predict_log":  # classify/regress logs need tf.Example parsing
+                log.warning("%s version %d: skipping a %s warmup record", self.name, self.version, entry.WhichOneof("log_type"))
+                continue
+            request = entry.predict_log.request
+            inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+            try:
+                self.run(request.model_spec.signature_name or "serving_default", inputs, max_batch_size=1 << 31)
+            except ServingError as error:
+                raise ValueError(f"warmup request {count} failed: {error.code}: {error.message}") from None
+        return count
 
     def input_specs(self, signature):
         """{input key: tf.TensorSpec} of a signature; INVALID_ARGUMENT naming the signatures if it is unknown."""
@@ -181,6 +216,25 @@ class LoadedVersion:
 
     def run(self, signature, inputs, max_batch_size):
         """Validate named numpy inputs against the signature and run it; numpy outputs by name."""
+        self.check_values(signature, inputs, max_batch_size)
+        return self.call(signature, inputs)
+
+    def batchable(self, signature):
+        """Whether requests for `signature` may be batched together (kerasvae.serving.batching.batchable):
+        every input and output has an unknown leading dimension; `sample`'s scalar num_samples has none."""
+        from kerasvae.serving.batching import batchable
+
+        def dims(info):
+            return None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim]
+
+        if signature not in self._batchable:
+            definition = self.signature_defs[signature]
+            self._batchable[signature] = batchable([dims(i) for i in definition.inputs.values()],
+                                                   [dims(o) for o in definition.outputs.values()])
+        return self._batchable[signature]
+
+    def check_values(self, signature, inputs, max_batch_size):
+        """`check_inputs` of named numpy inputs, then their values: finite floats, a num_samples in range."""
         described = {key: (_numpy_dtype(value), value.shape) for key, value in inputs.items()}
         specs = self.check_inputs(signature, described, max_batch_size)
         for key in specs:
@@ -193,8 +247,11 @@ class LoadedVersion:
                 raise ServingError("INVALID_ARGUMENT", f"num_samples must be >= 0, got {num_samples}")
             if num_samples > max_batch_size:
                 raise ServingError("RESOURCE_EXHAUSTED", f"num_samples {num_samples} exceeds the batch limit {max_batch_size}")
+
+    def call(self, signature, inputs):
+        """Run a signature on inputs `check_values` accepted (or a batch of them); numpy outputs by name."""
         try:
-            outputs = self.functions[signature](**{key: tf.constant(inputs[key]) for key in specs})
+            outputs = self.functions[signature](**{key: tf.constant(value) for key, value in inputs.items()})
         except tf.errors.InvalidArgumentError as error:  # values the graph rejects, e.g. a label out of range
             raise ServingError("INVALID_ARGUMENT", f"The model rejected the inputs: {clip(error.message, 300)}") from None
         except tf.errors.ResourceExhaustedError as error:
@@ -250,10 +307,13 @@ class ModelRegistry:
             written by `kerasvae export`; folders whose names are not valid model names are ignored.
         model_config: str, Path or None. A TF Serving models.config (text ModelServerConfig): serve exactly
             its models, from their base_path, instead of every folder under root.
+        warmup: bool. Replay each version's warmup requests before serving it (`LoadedVersion.replay_warmup`;
+            TF Serving's --enable_model_warmup). Defaults to True.
     """
 
-    def __init__(self, root, model_config=None):
+    def __init__(self, root, model_config=None, warmup=True):
         self.root = Path(root)
+        self.warmup = bool(warmup)
         self.model_config = model_config
         self.models = {}
         self.lock = threading.Lock()
@@ -295,7 +355,7 @@ class ModelRegistry:
             if self.failed.get((name, version)) == fingerprint:
                 continue  # failed before and unchanged since: keep serving what we have without retrying
             try:
-                loaded = LoadedVersion(name, version, path)
+                loaded = LoadedVersion(name, version, path, warmup=self.warmup)
             except Exception as error:  # noqa: BLE001 - a broken folder must never stop the server
                 log.warning("skipping %s version %d (%s): %s", name, version, path, clip(error, 500))
                 self.failed[(name, version)] = fingerprint
@@ -303,7 +363,8 @@ class ModelRegistry:
             self.failed.pop((name, version), None)
             with self.lock:  # requests in flight keep their reference to the old version
                 self.models = {**self.models, name: loaded}
-            log.info("serving %s version %d from %s", name, version, loaded.path)
+            log.info("serving %s version %d from %s (loaded in %.2f s, %d warmup requests in %.2f s)", name, version,
+                     loaded.path, loaded.load_seconds, loaded.warmup_requests, loaded.warmup_seconds)
             return True
         return False
 

@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -44,6 +45,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from kerasvae.serving.batching import Batcher, BatchingParameters, ServingBatchError
 from kerasvae.serving.models import ModelRegistry, ServingError, clip
 
 log = logging.getLogger("kerasvae.serving")
@@ -107,15 +109,23 @@ class Limiter:
 
     def run(self, fn, deadline):
         """fn() by `deadline` (a time.monotonic() value), or a ServingError."""
+        return self.wait(lambda: self.pool.submit(fn), deadline)
+
+    def wait(self, submit, deadline):
+        """The result of the Future `submit()` returns (a model run it queued) by `deadline`, holding a slot
+        until the run is done, or a ServingError."""
         if time.monotonic() >= deadline:
             raise ServingError("DEADLINE_EXCEEDED", "The request's deadline passed before its model run could start")
         if not self.slots.acquire(blocking=False):
             raise ServingError("RESOURCE_EXHAUSTED", f"{self.max_concurrent} requests are in flight, the limit; retry later")
         try:
-            future = self.pool.submit(fn)
+            future = submit()
         except RuntimeError:  # the pool is shut down
             self.slots.release()
             raise ServingError("UNAVAILABLE", "The server is shutting down") from None
+        except BaseException:  # e.g. the batch queue is full
+            self.slots.release()
+            raise
         future.add_done_callback(lambda _: self.slots.release())
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -127,12 +137,45 @@ class Limiter:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+class ModelRunner:
+    """How a Predict request, gRPC or REST, reaches its model: through the Limiter, and batched with
+    concurrent requests (kerasvae.serving.batching.Batcher) when batching is on and the signature allows it.
+
+    Args:
+        limiter: Limiter.
+        max_batch_size: int. The server's request batch limit (`limits["max_batch_size"]`).
+        batching: BatchingParameters or None (no batching).
+    """
+
+    def __init__(self, limiter, max_batch_size, batching=None):
+        self.limiter, self.max_batch_size = limiter, max_batch_size
+        self.batcher = Batcher(batching) if batching is not None else None
+
+    def predict(self, loaded, signature, inputs, deadline):
+        """{output key: array} of `signature` on {input key: array} by `deadline`, or a ServingError."""
+        if self.batcher is None or not loaded.batchable(signature):
+            return self.limiter.run(lambda: loaded.run(signature, inputs, self.max_batch_size), deadline)
+        loaded.check_values(signature, inputs, self.max_batch_size)  # a bad request never joins a batch
+        # Requests batch together when they name the same loaded version and signature with the same dtypes
+        # and non-batch shapes; the LoadedVersion object (not its number) keys the queue across a reload.
+        key = (loaded, signature, tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(inputs.items())))
+        try:
+            return self.limiter.wait(lambda: self.batcher.submit(key, inputs, lambda batch: loaded.call(signature, batch)), deadline)
+        except ServingBatchError as error:
+            raise ServingError(error.code, error.message) from None
+
+    def shutdown(self):
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.limiter.shutdown()
+
+
 # === gRPC: TF Serving's PredictionService and ModelService ===
 
 
 class PredictionService:
-    def __init__(self, registry, limiter, limits):
-        self.registry, self.limiter, self.limits = registry, limiter, limits
+    def __init__(self, registry, runner, limits):
+        self.registry, self.runner, self.limits = registry, runner, limits
 
     def Predict(self, request, context):
         remaining = context.time_remaining()  # None when the client set no deadline
@@ -148,7 +191,7 @@ class PredictionService:
             inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
         except (TypeError, ValueError) as error:
             raise ServingError("INVALID_ARGUMENT", f"Cannot read the request's tensors (their values must fill their declared shapes): {clip(error, 200)}") from None
-        outputs = self.limiter.run(lambda: loaded.run(signature, inputs, max_batch_size), deadline)
+        outputs = self.runner.predict(loaded, signature, inputs, deadline)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, loaded, signature)
         for key in output_keys:
@@ -561,10 +604,10 @@ def _outputs(outputs):
     return columns if len(columns) > 1 else next(iter(columns.values()))
 
 
-def rest_predict(loaded, doc, max_batch_size, run=None):
+def rest_predict(loaded, doc, max_batch_size, predict=None):
     """A :predict body, parsed by `parse_json_body`, -> TF Serving's response: row format ("instances" ->
-    "predictions") or columnar ("inputs" -> "outputs"). `run(fn)` runs the model (the server passes its
-    Limiter); None calls it directly."""
+    "predictions") or columnar ("inputs" -> "outputs"). `predict(signature, inputs)` runs the model (the
+    server passes its ModelRunner's); None calls it directly."""
     signature = doc.get("signature_name") or "serving_default"
     specs = loaded.input_specs(signature)
     if not specs:
@@ -582,7 +625,7 @@ def rest_predict(loaded, doc, max_batch_size, run=None):
         inputs = _read_inputs(doc["inputs"], specs)
     else:
         raise _invalid("Missing 'inputs' or 'instances' key")
-    outputs = (run or (lambda fn: fn()))(lambda: loaded.run(signature, inputs, max_batch_size))
+    outputs = (predict or (lambda signature, inputs: loaded.run(signature, inputs, max_batch_size)))(signature, inputs)
     if not outputs:
         raise _invalid("Cannot convert empty tensor map to JSON")
     return {"predictions": _predictions(outputs)} if "instances" in doc else {"outputs": _outputs(outputs)}
@@ -627,8 +670,8 @@ def metadata_json(loaded):
     }
 
 
-def make_rest_handler(registry, limits, limiter=None, access_log=None):
-    limiter = limiter or Limiter(limits["max_concurrent_requests"])
+def make_rest_handler(registry, limits, runner=None, access_log=None):
+    runner = runner or ModelRunner(Limiter(limits["max_concurrent_requests"]), limits["max_batch_size"])
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -700,8 +743,8 @@ def make_rest_handler(registry, limits, limiter=None, access_log=None):
                 self.served.update(version=loaded.version, signature=signature)
                 if match[4] != "predict":
                     raise loaded.example_method_error(match[4], signature)
-                run = lambda fn: limiter.run(fn, deadline)
-                return rest_predict(loaded, doc, limits["max_batch_size"], run), None
+                predict = lambda signature, inputs: runner.predict(loaded, signature, inputs, deadline)
+                return rest_predict(loaded, doc, limits["max_batch_size"], predict), None
             if not name:
                 raise _invalid("Missing model name in request.")
             if match[4] == "metadata":  # "/METADATA" matches the pattern but asks for the status, as in TF Serving
@@ -791,13 +834,23 @@ class Server:
         model_config: str or None. TF Serving models.config to serve instead of every folder under root.
         poll_seconds: float. How often to look for new versions. Defaults to 2.
         log_requests: bool. Write one access line per REST and gRPC request to stderr (see AccessLog).
+        batching: None, False, True, a BatchingParameters or a path. Server-side batching of concurrent
+            Predict requests (kerasvae.serving.batching; TF Serving's --enable_batching): True uses TF
+            Serving's defaults, a path reads a TF Serving batching_parameters.txt. None or False: each
+            request runs on its own. Defaults to None.
+        model_warmup: bool. Replay each version's assets.extra/tf_serving_warmup_requests before serving it
+            (TF Serving's --enable_model_warmup). Defaults to True.
         limits: max_request_bytes, max_batch_size, max_concurrent_requests (model runs in flight, gRPC and
             REST together; also the cap on gRPC calls and on REST connections), request_timeout (seconds a
             request may take; see DEFAULT_LIMITS).
+
+    Example (batches of up to 64 requests, each waiting at most 1 ms for others):
+
+        Server("saved_models", port=0, batching=BatchingParameters(max_batch_size=64, batch_timeout_micros=1000)).start()
     """
 
     def __init__(self, root, port=8500, rest_port=None, host="127.0.0.1", model_config=None, poll_seconds=2.0,
-                 log_requests=False, **limits):
+                 log_requests=False, batching=None, model_warmup=True, **limits):
         unknown = sorted(set(limits) - set(DEFAULT_LIMITS))
         if unknown:
             raise ValueError(f"Unknown server limit(s) {unknown}; expected some of {sorted(DEFAULT_LIMITS)}.")
@@ -805,13 +858,23 @@ class Server:
         for name, value in self.limits.items():
             if not value > 0:
                 raise ValueError(f"Server limit {name} must be > 0, got {value}.")
-        self.registry = ModelRegistry(root, model_config)
+        if batching is True:
+            batching = BatchingParameters()
+        elif isinstance(batching, (str, os.PathLike)):
+            batching = BatchingParameters.read(batching)
+        elif batching is False:
+            batching = None
+        elif batching is not None and not isinstance(batching, BatchingParameters):
+            raise TypeError(f"batching must be None, a bool, a BatchingParameters or a path; got {type(batching).__name__}.")
+        self.batching = batching
+        self.registry = ModelRegistry(root, model_config, warmup=model_warmup)
         self.registry.poll()
         if not self.registry.models:
             raise ValueError(f"No loadable model version under {model_config or root}.")
         self.poll_seconds = float(poll_seconds)
         self.stopped = threading.Event()
         self.limiter = Limiter(self.limits["max_concurrent_requests"])
+        self.runner = ModelRunner(self.limiter, self.limits["max_batch_size"], batching)
         options = [
             ("grpc.max_receive_message_length", self.limits["max_request_bytes"]),
             ("grpc.max_send_message_length", 1 << 30),
@@ -825,7 +888,7 @@ class Server:
             maximum_concurrent_rpcs=self.limits["max_concurrent_requests"],
         )
         self.access_log = AccessLog() if log_requests else None
-        prediction, models = PredictionService(self.registry, self.limiter, self.limits), ModelService(self.registry)
+        prediction, models = PredictionService(self.registry, self.runner, self.limits), ModelService(self.registry)
         services = {
             "tensorflow.serving.PredictionService": {
                 "Predict": (prediction.Predict, predict_pb2.PredictRequest),
@@ -852,7 +915,7 @@ class Server:
             raise ValueError(f"Cannot bind gRPC to {host}:{port} (in use, or not an address of this machine).")
         self.rest = None
         if rest_port is not None:
-            handler = make_rest_handler(self.registry, self.limits, self.limiter, self.access_log)
+            handler = make_rest_handler(self.registry, self.limits, self.runner, self.access_log)
             try:
                 self.rest = RestServer((host, rest_port), handler, self.limits["max_concurrent_requests"])
             except OSError as error:
@@ -883,7 +946,7 @@ class Server:
         if self.rest:
             self.rest.shutdown()
         self.grpc.stop(grace).wait()
-        self.limiter.shutdown()
+        self.runner.shutdown()
 
 
 def serve(root, port=8500, rest_port=None, log_requests=False, **options):
@@ -895,7 +958,10 @@ def serve(root, port=8500, rest_port=None, log_requests=False, **options):
         signal.signal(signum, lambda *_: done.set())
     models = ", ".join(f"{m.name}:{m.version}" for m in server.registry.models.values())
     rest = f", REST on {server.host}:{server.rest_port}" if server.rest else ""
-    print(f"kerasvae serve: gRPC on {server.host}:{server.grpc_port}{rest}; models {models}", flush=True)
+    batching = "" if server.batching is None else "; batching " + ", ".join(f"{k}={v}" for k, v in vars(server.batching).items())
+    print(f"kerasvae serve: gRPC on {server.host}:{server.grpc_port}{rest}; models {models}{batching}", flush=True)
     done.wait()
     server.stop()
-    print("kerasvae serve: stopped", flush=True)
+    batcher = server.runner.batcher
+    batched = f" ({batcher.requests_run} requests batched in {batcher.batches_run} runs)" if batcher else ""
+    print(f"kerasvae serve: stopped{batched}", flush=True)
