@@ -38,6 +38,11 @@ def main(out):
     report, predictions = kv.apps.regression_report(model, rotated_train, angles_train, rotated_test, angles_test, baselines=("pca",))
     for name in ("latent", "pca"):
         print(f"{name:>6}: " + ", ".join(f"{k} {v:.3f}" for k, v in report[name].items()))
+    regressor = kv.apps.regress(model, rotated_train, angles_train)
+    variance = np.square(regressor.predict(rotated_test)[1])
+    code_share = np.mean(variance - regressor.head.noise_variance) / np.mean(variance)
+    print(f"predictive variance c * Var_q[f(z)] + sigma^2 with c = {float(regressor.head.spread_scale):.3g}, "
+          f"sigma^2 = {float(regressor.head.noise_variance):.3g}: the posterior's share {code_share:.2f}")
     figures.regression_figure(angles_test[:300], predictions["mean"][:300], predictions["std"][:300], Path(out) / "regression.png",
                               target="angle (degrees)", title=f"angle from {model.latent_dim}-d latents: R2 {report['latent']['r2']:.3f} "
                               f"(PCA {report['pca']['r2']:.3f})")

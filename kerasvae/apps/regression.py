@@ -19,7 +19,7 @@ import numpy as np
 from kerasvae.apps.baselines import PCABaseline
 from kerasvae.choices import REGRESSORS
 
-FOLDS = 5
+FOLDS = 3
 
 
 def _regressor(method, seed):
@@ -34,7 +34,7 @@ def _regressor(method, seed):
         return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13), gcv_mode="svd"))
     if method == "mlp":
         mlp = MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, learning_rate_init=3e-3, max_iter=500, early_stopping=True,
-                           validation_fraction=0.15, n_iter_no_change=20, random_state=seed)
+                           validation_fraction=0.15, n_iter_no_change=10, random_state=seed)
         return TransformedTargetRegressor(make_pipeline(StandardScaler(), mlp), transformer=StandardScaler())
     raise ValueError(f"method must be one of {REGRESSORS}, got {method!r}.")
 
