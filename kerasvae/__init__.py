@@ -28,7 +28,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "objectives", "optimizers", "posteriors", "presets", "pretraining", "priors", "progress", "quantizers", "recipes", "saving",
         "serving", "sparsity",
     ],
-    submod_attrs={"models": ["Autoencoder", "ConditionalVAE", "DiscreteVAE", "LatentVariableModel", "VAE", "VQVAE"]},
+    submod_attrs={"models": ["Autoencoder", "ConditionalVAE", "DiscreteVAE", "HierarchicalVAE", "LatentVariableModel", "RecursiveAutoencoder", "VAE", "VQVAE"]},
 )
 
 registration.register_when_keras_loads()

@@ -5,7 +5,7 @@ line offers live here and the library modules take them from here: one list, two
 """
 
 PRESET_NAMES = (
-    "mlp_vae", "vae", "vae_best", "conv_vae", "mlp_ae", "ae", "stacked_ae", "sparse_ae", "denoising_ae", "vqvae",
+    "mlp_vae", "vae", "vae_best", "hvae", "conv_vae", "mlp_ae", "ae", "stacked_ae", "sparse_ae", "denoising_ae", "vqvae",
     "binary_vae", "gumbel_vae", "conditional_vae", "sequence_vae", "sequence_ae",
 )
 # Presets `kerasvae train` builds: unconditional models of images (a conditional or sequence model needs

@@ -80,8 +80,9 @@ def _check_signatures(model, saved, x, labels):
     for key in ours:
         np.testing.assert_allclose(encoded[key], ours[key], rtol=1e-5, atol=1e-5, err_msg=f"encode {key}")
     z = model.decoder_inputs(x, labels=labels)
-    decoded = loaded.signatures["decode"](z=tf.constant(z), **label)
-    for key, value in model.decode_outputs(tf.constant(z), labels=labels_tensor).items():
+    noise = _decode_noise(model, len(z))
+    decoded = loaded.signatures["decode"](z=tf.constant(z), **label, **noise)
+    for key, value in model.decode_outputs(tf.constant(z), labels=labels_tensor, **noise).items():
         np.testing.assert_allclose(decoded[key], value, rtol=1e-5, atol=1e-5, err_msg=f"decode {key}")
     kwargs = {} if labels is None else {"labels": labels}
     np.testing.assert_allclose(loaded.signatures["reconstruct"](x=x_tensor, **label)["reconstruction"],
@@ -103,7 +104,14 @@ def _check_tflite_decoder(model, saved, x, labels, tmp_path):
     assert report["decoder"]["float32"]["psnr_db"] > 60, report["decoder"]["float32"]
     decode = Interpreter(model_path=str(tmp_path / "tflite" / "decoder_float32.tflite")).get_signature_runner("decode")
     z = model.decoder_inputs(x[:1], labels=None if labels is None else labels[:1])
-    feed = {"z": z} if labels is None else {"z": z, "label": np.asarray(labels[:1], np.int32)}
+    noise = {name: value.numpy() for name, value in _decode_noise(model, 1).items()}
+    feed = {"z": z, **noise} if labels is None else {"z": z, "label": np.asarray(labels[:1], np.int32), **noise}
     label_kwargs = {} if labels is None else {"labels": tf.constant(labels[:1], tf.int32)}
-    np.testing.assert_allclose(decode(**feed)["mean"], model.decode_outputs(tf.constant(z), **label_kwargs)["mean"],
+    np.testing.assert_allclose(decode(**feed)["mean"], model.decode_outputs(tf.constant(z), **label_kwargs, **noise)["mean"],
                                rtol=1e-4, atol=1e-5)
+
+
+def _decode_noise(model, n):
+    """N(0, I) draws for the extra inputs of `decode` the model declares (model.decode_noise_shapes)."""
+    rng = np.random.default_rng(1)
+    return {name: tf.constant(rng.standard_normal((n, *shape)), tf.float32) for name, shape in model.decode_noise_shapes().items()}

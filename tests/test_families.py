@@ -22,6 +22,8 @@ FAMILIES = {
     "vqvae": lambda: kv.presets.vqvae(input_shape=IMAGE, num_embeddings=8, embedding_dim=2),
     "binary_vae": lambda: kv.presets.binary_vae(input_shape=IMAGE, latent_dim=6, **SMALL),
     "gumbel_vae": lambda: kv.presets.gumbel_vae(input_shape=IMAGE, num_latents=3, num_categories=4, **SMALL),
+    "hvae": lambda: kv.presets.hvae(input_shape=IMAGE, latent_dim=2, lower_dims=(3,), encoder_filters=None, level_hidden=(8,),
+                                    num_samples=3, **SMALL),
 }
 
 

@@ -7,6 +7,15 @@ Signatures (inputs -> outputs, float32 unless said):
                  VQ-VAE: codes int32 [None, num_latents], z [None, latent_dim] (the quantized latents)
                  DiscreteVAE: logits, codes int32 [None, num_latents], z [None, latent_dim] (model.encode_outputs)
     decode       z [None, latent_dim]            -> mean [None, *input_shape] + the likelihood's parameters
+    HierarchicalVAE (L levels, z_1 next to x, z_L = z the top; d_l = latent_dims[l-1]):
+    encode       x -> loc, scale [None, d_L] of q(z_L|x), and loc_l, scale_l [None, d_l] for l = 1..L-1: q's
+                 parameters of each lower level along the posterior-mean path (each level conditioned on
+                 the means of the levels it depends on; exact where a level depends on x alone: z_1 under
+                 bottom-up inference, z_L under top-down)
+    decode       z [None, d_L], noise_l [None, d_l] for l = 1..L-1 -> as decode above: the descent
+                 z_l = mu_l(z_(l+1)) + sigma_l(z_(l+1)) * noise_l through p(z_l|z_(l+1)); noise_l ~ N(0, I)
+                 draws ancestral samples, zeros the conditionals' means (the graphs hold no random ops)
+                 (the inputs besides z and label come from model.decode_noise_shapes())
     reconstruct  x                               -> reconstruction
     serving_default = reconstruct
     sample       num_samples int32 [], seed int32 [2] -> x [num_samples, *input_shape] (stateless: same seed,
@@ -50,8 +59,11 @@ def signature_functions(model):
     def encode(x, label=None):
         return model.encode_outputs(x, labels=label)
 
-    def decode(z, label=None):
-        return model.decode_outputs(z, labels=label)
+    noise_names = list(model.decode_noise_shapes())
+
+    def decode(z, *inputs):  # inputs: the label (conditional models), then the noise the model declares
+        label = inputs[0] if model.num_classes is not None else None
+        return model.decode_outputs(z, labels=label, **dict(zip(noise_names, inputs[len(inputs) - len(noise_names):])))
 
     def reconstruct(x, label=None):
         return {"reconstruction": model(x, training=False, labels=label)}
@@ -71,10 +83,11 @@ def signature_functions(model):
 
     sample_specs = [tf.TensorSpec([], tf.int32, name="num_samples"), tf.TensorSpec([2], tf.int32, name="seed")]
     label = [tf.TensorSpec([None], tf.int32, name="label")] if model.num_classes is not None else []
+    noise_specs = [tf.TensorSpec([None, *shape], tf.float32, name=name) for name, shape in model.decode_noise_shapes().items()]
     functions = {
         "serving_default": (reconstruct, [x_spec, *label]),
         "encode": (encode, [x_spec, *label]),
-        "decode": (decode, [z_spec, *label]),
+        "decode": (decode, [z_spec, *label, *noise_specs]),
         "reconstruct": (reconstruct, [x_spec, *label]),
         "sample": (sample, sample_specs + label),
         "score": (score, [x_spec, *label]),
@@ -103,7 +116,8 @@ def warmup_inputs(model, batch_size=2):
     inputs = {
         "serving_default": {"x": x},
         "encode": {"x": x},
-        "decode": {"z": z},
+        "decode": {"z": z, **{name: rng.standard_normal((batch_size, *shape)).astype(np.float32)
+                              for name, shape in model.decode_noise_shapes().items()}},
         "reconstruct": {"x": x},
         "sample": {"num_samples": np.int32(batch_size), "seed": np.array([1, 2], np.int32)},
         "score": {"x": x},

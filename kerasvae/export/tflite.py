@@ -7,7 +7,8 @@ outputs only during the first call. So every file has static shapes and one sign
 is its own file. Files written to `out_dir` (N: the batch sizes asked for besides 1):
 
     decoder_<mode>.tflite        signature `decode`: z [1, latent_dim] (+ label int32 [1] for conditional
-                                 models) -> mean [1, *input_shape] + the likelihood's parameters (`logits`, ...)
+                                 models, + noise_l [1, d_l] for a HierarchicalVAE's lower levels) -> mean
+                                 [1, *input_shape] + the likelihood's parameters (`logits`, ...)
     decoder_<mode>_b<N>.tflite   the same on a batch of exactly N
     encoder_float32[_b<N>].tflite  signature `encode`: x -> loc, scale (encode's outputs)
     codes_decoder_<mode>[_b<N>].tflite  signature `decode_codes`: codes int32 -> as decode (VQ-VAE, DiscreteVAE)
@@ -336,6 +337,11 @@ def _evaluation_inputs(signatures, modes, rng, calibration_z, calibration_labels
         z = rng.standard_normal((EVAL_SAMPLES, specs["decode"]["z"].shape[-1])).astype(np.float32)
     inputs = {"decode": {"z": z}}
     calibration = {"decode": None if calibration_z is None else {"z": calibration_z}}
+    for name, spec in specs["decode"].items():  # noise inputs (a hierarchical decoder's lower levels): N(0, I)
+        if name not in ("z", "label"):
+            inputs["decode"][name] = rng.standard_normal((EVAL_SAMPLES, *spec.shape[1:])).astype(np.float32)
+            if calibration["decode"] is not None:
+                calibration["decode"][name] = rng.standard_normal((len(calibration_z), *spec.shape[1:])).astype(np.float32)
     if conditional:
         calibration_labels = np.asarray(calibration_labels, np.int32)
         inputs["decode"]["label"], calibration["decode"]["label"] = calibration_labels[chosen], calibration_labels

@@ -158,6 +158,13 @@ class ProbabilisticAPI:
         is zero); codes and their latents for discrete ones."""
         return self.posterior_head.encode_outputs(self.posterior_params(x, labels=labels))
 
+    def decode_noise_shapes(self):
+        """{name: shape without the batch} of the exported `decode` signature's inputs besides z (and label):
+        noise a family's decoder takes from outside the graph, so exported decoders (TFLite, ONNX) hold no
+        random ops. `decode_outputs` takes them as keyword arguments. Most families have none (an empty dict);
+        a HierarchicalVAE declares its lower levels' standard-normal noise noise_1, ..., noise_(L-1)."""
+        return {}
+
     def decode_outputs(self, z, labels=None):
         """The exported `decode` signature's outputs: {"mean": E[x|z], and the likelihood's parameters}."""
         params = self.likelihood_params(z, labels=labels)
