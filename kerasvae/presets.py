@@ -12,7 +12,14 @@ import math
 import keras
 
 from kerasvae import corruptions, networks, priors, recipes, sparsity
-from kerasvae.models import VAE, VQVAE, Autoencoder, ConditionalVAE, DiscreteVAE, HierarchicalVAE
+from kerasvae.models import (
+    VAE,
+    VQVAE,
+    Autoencoder,
+    ConditionalVAE,
+    DiscreteVAE,
+    HierarchicalVAE,
+)
 from kerasvae.recipes import Recipe
 
 CLASSIC_HIDDEN = (512, 256)

@@ -3,9 +3,9 @@ every declared signature exported and matched, and the float32 TFLite decoder.""
 
 import numpy as np
 import pytest
+from family_harness import run_family_test
 
 import kerasvae as kv
-from family_harness import run_family_test
 
 pytestmark = pytest.mark.slow  # a fit, two saves and two conversions per family
 

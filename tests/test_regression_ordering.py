@@ -12,7 +12,12 @@ from scipy.stats import spearmanr
 
 import kerasvae as kv
 from kerasvae.apps.ordering import order_points, path_length
-from kerasvae.apps.regression import FeatureRegressor, _fit_variance, regression_metrics, regression_report
+from kerasvae.apps.regression import (
+    FeatureRegressor,
+    _fit_variance,
+    regression_metrics,
+    regression_report,
+)
 
 MAX_ANGLE = 60.0
 DIABETES_LATENT, DIABETES_LIKELIHOOD, DIABETES_EPOCHS, DIABETES_METHOD = 3, "gaussian", 80, "ridge"

@@ -23,7 +23,6 @@ import numpy as np
 from kerasvae.choices import ORDER_METHODS
 
 
-
 def order(model, x, method="curve", labels=None, neighbors=None):
     """The order of the items x along a path through the model's latent space (posterior means).
 
@@ -107,7 +106,7 @@ def _fiedler_vector(distances, neighbors):
     from scipy.linalg import eigh
 
     n = len(distances)
-    k = min(n - 1, int(neighbors) if neighbors else max(4, int(round(np.sqrt(n)))))
+    k = min(n - 1, int(neighbors) if neighbors else max(4, round(np.sqrt(n))))
     order_by_distance = np.argsort(distances, axis=1)[:, 1 : k + 1]
     scale = np.maximum(distances[np.arange(n), order_by_distance[:, -1]], 1e-12)  # Zelnik-Manor & Perona
     affinity = np.exp(-(distances**2) / (scale[:, None] * scale[None, :]))

@@ -156,7 +156,7 @@ def _fit_variance(squared_residuals, spread_variance):
     for r2, s2 in zip(columns.T, spreads.T):
         floor = 1e-9 * (np.mean(r2) + 1e-30)
 
-        def negative_log_likelihood(log_params):
+        def negative_log_likelihood(log_params, r2=r2, s2=s2, floor=floor):
             variance = np.exp(log_params[0]) * s2 + np.exp(log_params[1]) + floor
             return np.sum(np.log(variance) + r2 / variance)
 

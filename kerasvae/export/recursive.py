@@ -28,8 +28,6 @@ the `length` nodes.
 """
 
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,15 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvae.export import tflite
-from kerasvae.export.savedmodel import (
-    METADATA_FILE,
-    MODEL_NAME,
-    WARMUP_FILE,
-    _package_version,
-    _remove_abandoned_staging,
-    update_models_config,
-    versions,
-)
+from kerasvae.export.savedmodel import publish_version, write_metadata, write_warmup
 
 TFLITE_KINDS = {"children_decoder": "decode_children", "leaf_decoder": "decode_leaf"}
 CHECK_SAMPLES = 64
@@ -113,22 +103,6 @@ def warmup_inputs(model, batch_size=2, length=3):
     }
 
 
-def write_warmup(directory, requests, model_name):
-    """assets.extra/tf_serving_warmup_requests: one PredictionLog per signature of `requests` (as
-    savedmodel.write_warmup writes them for the other families)."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    path = Path(directory) / "assets.extra" / WARMUP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature, inputs in requests.items():
-            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
-            for key, value in inputs.items():
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-            writer.write(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
-    return path
-
-
 def export_recursive(model, to, version=None, force=False, tflite_files=True, max_length=None, metadata=None):
     """Export a RecursiveAutoencoder to `to/<version>/` (SavedModel) and `to/tflite/` (its node decoders).
 
@@ -154,39 +128,20 @@ def export_recursive(model, to, version=None, force=False, tflite_files=True, ma
     if not isinstance(model, RecursiveAutoencoder):
         raise TypeError(f"export_recursive takes a RecursiveAutoencoder, got {type(model).__name__}.")
     base_dir = Path(to)
-    if not MODEL_NAME.fullmatch(base_dir.name):
-        raise ValueError(f"Model name {base_dir.name!r} must be 1-128 letters, digits, '_', '.' or '-'.")
-    existing = versions(base_dir)
-    version = int(version) if version is not None else (existing[-1] + 1 if existing else 1)
-    if version < 1:
-        raise ValueError(f"Version must be a positive integer, got {version}.")
-    target = base_dir / str(version)
-    if target.exists() and not force:
-        raise ValueError(f"{target} already exists; pass force=True to replace it or omit version for the next one.")
-    base_dir.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_staging(base_dir)
-    # Built beside the target and renamed into place, as savedmodel.export_savedmodel does: TF Serving never
-    # sees half a version.
-    staging = Path(tempfile.mkdtemp(dir=base_dir, prefix=f".tmp-{version}-"))
-    try:
-        saved = write_savedmodel(model, staging / "savedmodel")
+
+    def build(folder):
+        saved = write_savedmodel(model, folder)
         write_warmup(saved, warmup_inputs(model), base_dir.name)
-        info = {
-            "kerasvae_version": _package_version(),
+        return write_metadata(saved, {
             "model_class": type(model).__name__,
             "features": model.features,
             "code_dim": model.code_dim,
             "signatures": list(signature_functions(model)),
             "model_config": {k: v for k, v in keras.saving.serialize_keras_object(model).items() if k != "compile_config"},
             **(metadata or {}),
-        }
-        (saved / "assets.extra" / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if target.exists():
-            os.replace(target, staging / "replaced")
-        os.replace(saved, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    update_models_config(base_dir.parent)
+        })
+
+    target = publish_version(base_dir, build, version, force)
     report = export_decoders_tflite(model, base_dir / "tflite", max_length) if tflite_files else None
     return {"savedmodel": str(target), "tflite": report}
 

@@ -130,15 +130,16 @@ def warmup_inputs(model, batch_size=2):
     return inputs
 
 
-def write_warmup(directory, model, model_name):
-    """assets.extra/tf_serving_warmup_requests: a TFRecord of PredictionLogs, one per signature, that TF
-    Serving replays at load so the first real request does not pay for graph initialization."""
+def write_warmup(directory, requests, model_name):
+    """assets.extra/tf_serving_warmup_requests: a TFRecord of PredictionLogs, one per signature of
+    `requests` ({signature: {input key: array}}, e.g. `warmup_inputs(model)`), that TF Serving replays at
+    load so the first real request does not pay for graph initialization."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = Path(directory) / "assets.extra" / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature, inputs in warmup_inputs(model).items():
+        for signature, inputs in requests.items():
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
             )
@@ -170,6 +171,39 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
     Raises:
         ValueError: if the version exists and force is False, or the folder name is not a valid model name.
     """
+
+    def build(folder):
+        saved = write_savedmodel(model, folder)
+        write_warmup(saved, warmup_inputs(model), Path(base_dir).name)
+        return write_metadata(saved, {
+            "model_class": type(model).__name__,
+            "input_shape": list(model.data_shape),
+            "latent_dim": model.latent_dim,
+            "likelihood": type(model.likelihood).__name__,
+            "signatures": list(signature_functions(model)),
+            "score_seed": list(SCORE_SEED),
+            "anomaly_threshold": model.anomaly_threshold,
+            "anomaly_method": model.anomaly_method,
+            **(metadata or {}),
+        })
+
+    return publish_version(base_dir, build, version, force)
+
+
+def write_metadata(saved, info):
+    """Write assets.extra/kerasvae.json (the kerasvae version first, then `info`) into the SavedModel folder
+    `saved`; returns `saved`."""
+    path = Path(saved) / "assets.extra" / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"kerasvae_version": _package_version(), **info}, indent=2) + "\n")
+    return Path(saved)
+
+
+def publish_version(base_dir, build, version=None, force=False):
+    """`base_dir/<version>/` written atomically: `build(folder)` writes a SavedModel into a fresh folder
+    and returns it; it is built beside the target and renamed into place, so a server polling base_dir never
+    loads half a version. Then models.config in base_dir's parent lists it. Returns the version's path.
+    Raises ValueError as export_savedmodel does."""
     base_dir = Path(base_dir)
     if not MODEL_NAME.fullmatch(base_dir.name):
         raise ValueError(f"Model name {base_dir.name!r} must be 1-128 letters, digits, '_', '.' or '-'.")
@@ -186,21 +220,7 @@ def export_savedmodel(model, base_dir, version=None, force=False, metadata=None)
     # ignores it while it is being written.
     staging = Path(tempfile.mkdtemp(dir=base_dir, prefix=f".tmp-{version}-"))
     try:
-        saved = write_savedmodel(model, staging / "savedmodel")
-        write_warmup(saved, model, base_dir.name)
-        info = {
-            "kerasvae_version": _package_version(),
-            "model_class": type(model).__name__,
-            "input_shape": list(model.data_shape),
-            "latent_dim": model.latent_dim,
-            "likelihood": type(model.likelihood).__name__,
-            "signatures": list(signature_functions(model)),
-            "score_seed": list(SCORE_SEED),
-            "anomaly_threshold": model.anomaly_threshold,
-            "anomaly_method": model.anomaly_method,
-            **(metadata or {}),
-        }
-        (saved / "assets.extra" / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        saved = build(staging / "savedmodel")
         if target.exists():  # two renames, not a delete: the old version stays whole until the new one lands
             os.replace(target, staging / "replaced")
         os.replace(saved, target)
