@@ -261,3 +261,11 @@ def test_the_docstring_example_runs():
     from kerasvae.models import hierarchical
 
     assert doctest.testmod(hierarchical).failed == 0
+
+
+def test_the_web_demo_refuses_a_decoder_that_needs_noise():
+    """The browser page sets z alone; a hierarchical decoder also takes the lower levels' noise."""
+    from kerasvae.export.web import check_demo_model
+
+    with pytest.raises(ValueError, match=r"z input alone.*noise_1"):
+        check_demo_model(kv.presets.hvae(input_shape=(8, 8, 1)))

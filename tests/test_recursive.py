@@ -237,3 +237,9 @@ def test_root_codes_probe_better_than_mean_pooled_leaves_on_digit_rows(digits):
     root, mean = probe(lambda rows: model(tree(rows))), probe(model.mean_leaves)
     print(f"linear probe on digit rows: root {root:.3f}, mean-pooled leaves {mean:.3f}")
     assert root > mean + 0.1
+
+
+def test_generic_export_points_to_export_recursive(tmp_path):
+    with pytest.raises(TypeError, match="export_recursive"):
+        kv.export.export(RecursiveAutoencoder(features=4), tmp_path / "rae")
+    assert not (tmp_path / "rae").exists()

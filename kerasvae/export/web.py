@@ -61,6 +61,8 @@ def check_demo_model(model):
     (H, W, 1 or 3) decoded from a continuous z (not the codes of a VQ-VAE or a discrete VAE)."""
     if model.code_space is not None:
         raise ValueError(f"{CONTINUOUS_Z}; {type(model).__name__} decodes codes.")
+    if model.decode_noise_shapes():  # the page's sliders set z alone
+        raise ValueError(f"{CONTINUOUS_Z} alone; {type(model).__name__}'s decoder also takes {sorted(model.decode_noise_shapes())}.")
     _check_image_shape(model.data_shape)
 
 
