@@ -134,6 +134,10 @@ def export_run(run, to, version=None, force=False, tflite=(), onnx=False, tflite
                   web_runtime=web_runtime, author=author, license=license)
 
 
+# Models that are kerasvae's but not LatentVariableModels export with their own function.
+OTHER_EXPORTERS = " (a RecursiveAutoencoder exports with kerasvae.export.recursive.export_recursive)"
+
+
 def _load_source(model_or_path):
     """(model, training config or None, history or None) of a model, a `.keras` file or a run folder."""
     from kerasvae import runs, saving, training
@@ -142,8 +146,7 @@ def _load_source(model_or_path):
     if not isinstance(model_or_path, (str, os.PathLike)):
         source = model_or_path
         if not isinstance(source, LatentVariableModel):  # the signatures call the kerasvae model API
-            raise TypeError(f"Expected a kerasvae model, a .keras file or a run folder; got {type(source).__name__}"
-                            f"{_other_exporter(source)}.")
+            raise TypeError(f"Expected a kerasvae model, a .keras file or a run folder; got {type(source).__name__}{OTHER_EXPORTERS}.")
         return source, None, None
     if runs.check_model_source(model_or_path).is_dir():
         model, config = training.load_run(model_or_path)
@@ -151,15 +154,8 @@ def _load_source(model_or_path):
         return model, config, json.loads(history_path.read_text()) if history_path.is_file() else {}
     loaded = saving.load_model(model_or_path)
     if not isinstance(loaded, LatentVariableModel):  # a file's content is bad input (ValueError: exit 2 in the CLI)
-        raise ValueError(f"{model_or_path} holds a {type(loaded).__name__}, not a kerasvae model{_other_exporter(loaded)}.")  # noqa: TRY004
+        raise ValueError(f"{model_or_path} holds a {type(loaded).__name__}, not a kerasvae model{OTHER_EXPORTERS}.")  # noqa: TRY004
     return loaded, None, None
-
-
-def _other_exporter(model):
-    """Where a kerasvae model that is not a LatentVariableModel exports instead ("" for anything else)."""
-    from kerasvae.models import RecursiveAutoencoder
-
-    return " (a RecursiveAutoencoder exports with kerasvae.export.recursive.export_recursive)" if isinstance(model, RecursiveAutoencoder) else ""
 
 
 def _calibration_examples(model, calibration_data, config):

@@ -123,10 +123,6 @@ def export_recursive(model, to, version=None, force=False, tflite_files=True, ma
     Raises:
         ValueError: a bad model name or version, or an existing version without `force`.
     """
-    from kerasvae.models.recursive import RecursiveAutoencoder
-
-    if not isinstance(model, RecursiveAutoencoder):
-        raise TypeError(f"export_recursive takes a RecursiveAutoencoder, got {type(model).__name__}.")
     base_dir = Path(to)
 
     def build(folder):
