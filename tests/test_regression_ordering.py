@@ -104,14 +104,14 @@ def test_rotation_angle_from_latents_beats_pca(rotated_digits):
 @pytest.mark.slow
 def test_diabetes_progression_from_a_tabular_vae():
     """scikit-learn's diabetes data through a Gaussian VAE on its 10 standardized features: the latent
-    regressor is level with the same regressor on PCA codes of the same dimension, over 5 folds."""
+    regressor is level with the same regressor on PCA codes of the same dimension, over 3 folds."""
     from sklearn.datasets import load_diabetes
     from sklearn.model_selection import KFold
     from sklearn.preprocessing import StandardScaler
 
     x, y = load_diabetes(return_X_y=True)
     latent_r2, pca_r2 = [], []
-    for fold, (train, test) in enumerate(KFold(5, shuffle=True, random_state=0).split(x)):
+    for fold, (train, test) in enumerate(KFold(3, shuffle=True, random_state=0).split(x)):
         scaler = StandardScaler().fit(x[train])
         xs = scaler.transform(x).astype(np.float32)
         keras.utils.set_random_seed(fold)
@@ -123,7 +123,7 @@ def test_diabetes_progression_from_a_tabular_vae():
         latent_r2.append(report["latent"]["r2"])
         pca_r2.append(report["pca"]["r2"])
     # Level with PCA, not above it: across training variations the mean R2 was 0.345-0.395 against PCA's
-    # 0.357 (docs/applications.md); both are far above the 0 of predicting the mean.
+    # 0.357 (docs/applications.md, 5 folds); both are far above the 0 of predicting the mean.
     assert np.mean(latent_r2) > max(np.mean(pca_r2) - 0.05, 0.3), (latent_r2, pca_r2)
 
 
