@@ -81,7 +81,7 @@ class FeatureRegressor:
         return outputs.reshape(*draws.shape[:2], *np.shape(outputs)[1:]).std(axis=0)
 
     def predict(self, features, draws=None):
-        """(mean, std) for features [n, d]: mean = f(features), std = sqrt(spread^2 + sigma^2)."""
+        """(mean, std) for features [n, d]: mean = f(features), std = sqrt(c * spread(draws)^2 + sigma^2)."""
         if self.regressor is None:
             raise ValueError("Call fit first.")
         mean = self.regressor.predict(_as_matrix(features))
@@ -191,7 +191,7 @@ def regression_report(model, x_train, y_train, x_test, y_test, method="mlp", num
     mean, std = latent.predict(x_test)
     pca = PCABaseline(model.latent_dim, seed=seed).fit(x_train) if "pca" in baselines else None
     report = {"latent": regression_metrics(y_test, mean, std), "dim": int(model.latent_dim), "method": method}
-    features = {"pca": lambda x: pca.encode(x), "pixels": _as_matrix}
+    features = {"pca": pca.encode if pca is not None else None, "pixels": _as_matrix}
     for name in baselines:
         train, test = features[name](x_train), features[name](x_test)
         baseline = FeatureRegressor(method, seed).fit(train, y_train)
