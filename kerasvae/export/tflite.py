@@ -85,11 +85,13 @@ def file_name(kind, mode, batch_size=1):
 
 
 def write_static_savedmodel(saved_model_dir, directory, signatures, batch_sizes, clip_logits=False):
-    """A SavedModel whose signature `<name>_b<N>` is signature `name` of `saved_model_dir` on a batch of
-    exactly N, for each name and N: the converter then folds every shape, so the TFLite graph has no
-    run-time shapes (no SHAPE/PACK of the batch). Its variables are the loaded SavedModel's, saved again.
+    """One SavedModel per signature `<name>_b<N>`, in directory/<name>_b<N>: signature `name` of
+    `saved_model_dir` on a batch of exactly N, for each name and N. The converter then folds every shape, so
+    the TFLite graph has no run-time shapes (no SHAPE/PACK of the batch). Each folder holds its one function
+    and the variables it captures, saved again: the converter loads a whole SavedModel for every file, and a
+    model with every signature took twice as long to load as the conversion itself.
     With `clip_logits` (Bernoulli decoders) each also gets `<name>_b<N>_clipped`, the int8 files' source:
-    logits clipped to +-INT8_LOGIT_CLIP and mean = sigmoid(clipped logits)."""
+    logits clipped to +-INT8_LOGIT_CLIP and mean = sigmoid(clipped logits). Returns `directory`."""
     loaded = tf.saved_model.load(str(saved_model_dir))
     static = {}
     for name in signatures:
@@ -102,9 +104,10 @@ def write_static_savedmodel(saved_model_dir, directory, signatures, batch_sizes,
                 static[f"{name}_b{batch}_clipped"] = tf.function(
                     lambda function=function, **inputs: _clipped(function(**inputs))
                 ).get_concrete_function(**fixed)
-    module = tf.Module()
-    module.loaded = loaded
-    tf.saved_model.save(module, str(directory), signatures=static)
+    for key, function in static.items():
+        module = tf.Module()
+        module.captured = list(function.variables)  # tracked, so saved with the one function that reads them
+        tf.saved_model.save(module, str(Path(directory) / key), signatures={key: function})
     return Path(directory)
 
 
@@ -282,7 +285,7 @@ def _write_mode(static_dir, out_dir, kind, mode, batch_sizes, clip, inputs, cali
     int16 = False
 
     def write(path, source, batch, int16):
-        content, aliases = convert_for_device(static_dir, source, mode, calibration, signature, int16, batch)
+        content, aliases = convert_for_device(static_dir / source, source, mode, calibration, signature, int16, batch)
         needs = tflite_metadata.model_info(content)["min_runtime_version"]
         content = tflite_metadata.add_metadata(content, file_metadata(description, kind, mode, batch, function, aliases, needs))
         if aliases:
