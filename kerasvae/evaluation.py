@@ -99,7 +99,7 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
         prior = tfd.MultivariateNormalDiag(tf.zeros_like(posterior["loc"]))
         x_flat = xb.reshape(len(xb), -1)
 
-        def log_weights(k, q=q, prior=prior, x_flat=x_flat):
+        def log_weights(k, index, q=q, prior=prior, x_flat=x_flat):
             z = q.mean() + q.stddev() * rng.standard_normal((k, *q.batch_shape, q.event_shape[0])).astype(np.float32)
             decoded = decode(z=tf.reshape(z, [-1, q.event_shape[0]]))
             log_px_given_z = tf.reshape(_likelihood(decoded).log_prob(np.tile(x_flat, (k, 1))), [k, len(x_flat)])

@@ -34,10 +34,15 @@ class Likelihood(keras.layers.Layer):
     # True where log p(x|z) is the log-probability of 8-bit levels, so -log p(x) is a code length in nats
     # that a lossless image coder's can be compared with (the "complexity" anomaly score); False for densities.
     eight_bit = False
+    # True where every parameter has the data's shape (no trailing parameter dims), so the event dims can
+    # be flattened into one for `fused_log_prob`.
+    elementwise_params = True
 
     def __init__(self, event_shape=None, **kwargs):
         super().__init__(**kwargs)
         self.event_shape = None if event_shape is None else tuple(int(d) for d in event_shape)
+        self.fuse_log_prob = False  # set by kerasvae.models.probabilistic.evaluation_graph while it traces
+        self._fused_log_prob = None
 
     def set_event_shape(self, event_shape):
         """Called by the model with its input shape before the head is built."""
@@ -89,7 +94,25 @@ class Likelihood(keras.layers.Layer):
 
     def log_prob(self, params, x):
         """log p(x|z) in nats, one value per example; x in data units, broadcasting over leading dims."""
+        if self.fuse_log_prob and self.elementwise_params:
+            if self._fused_log_prob is None:
+                self._fused_log_prob = tf.function(self.flat_log_prob, jit_compile=True)
+            return self._fused_log_prob(params, x)
         return self.distribution(params).log_prob(self.targets(x))
+
+    def flat_log_prob(self, params, x):
+        """log_prob with the event dims flattened into one: the same sum over the same elements. Compiled
+        by XLA (`fuse_log_prob`), the element-wise terms and their sum become one pass over memory, where
+        TensorFlow's kernels take one pass per op over every decoded pixel (the importance-weighted
+        estimate's main cost beside the decoder's matmuls; BENCHMARKS.md)."""
+        size = math.prod(self.event_shape)
+
+        def flat(value):
+            value = tf.convert_to_tensor(value)
+            return tf.reshape(value, tf.concat([tf.shape(value)[: value.shape.rank - len(self.event_shape)], [size]], 0))
+
+        elements = self.element_distribution({name: flat(value) for name, value in params.items()})
+        return tfd.Independent(elements, reinterpreted_batch_ndims=1).log_prob(flat(self.targets(x)))
 
     def mean(self, params):
         """E[x|z] in data units."""
@@ -247,6 +270,7 @@ class Categorical(Likelihood):
     params_per_element = PIXEL_LEVELS
     support = (0.0, 1.0)
     eight_bit = True
+    elementwise_params = False  # logits [..., 256] per element
 
     def split_params(self, raw):
         return {"logits": raw}

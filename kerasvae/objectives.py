@@ -125,16 +125,25 @@ def hold_parameters(distribution):
 def importance_weighted_log_likelihood(log_weights_fn, num_samples, chunk_size):
     """log p(x) ~= logsumexp over num_samples importance weights - log num_samples, per example.
 
-    log_weights_fn(k) returns fresh log weights [k, batch]; it is called on chunks of at most `chunk_size`
-    samples and the chunks are merged with a running logsumexp, so memory stays O(chunk_size * batch).
+    log_weights_fn(k, index) returns fresh log weights [k, batch] for chunk `index` (0, 1, ...: a scalar
+    int32 tensor); every chunk holds `chunk_size` samples but the last, which holds the rest. The chunks
+    run one after another in a tf.while_loop merged by a running logsumexp: in a graph, no Python per chunk
+    and one chunk's tensors alive at a time, so memory stays O(chunk_size * batch).
     """
-    total = None
-    remaining = int(num_samples)
-    while remaining > 0:
-        k = min(chunk_size, remaining)
-        chunk = tf.reduce_logsumexp(log_weights_fn(k), axis=0)
-        total = chunk if total is None else tf.reduce_logsumexp(tf.stack([total, chunk]), axis=0)
-        remaining -= k
+    num_samples = int(num_samples)
+    chunk_size = min(int(chunk_size), num_samples)
+    full, rest = divmod(num_samples, chunk_size)
+
+    def merge(total, k, index):
+        return tf.reduce_logsumexp(tf.stack([total, tf.reduce_logsumexp(log_weights_fn(k, index), axis=0)]), axis=0)
+
+    total = tf.reduce_logsumexp(log_weights_fn(chunk_size, tf.constant(0)), axis=0)
+    _, total = tf.while_loop(
+        lambda index, _: index < full, lambda index, total: (index + 1, merge(total, chunk_size, index)),
+        (tf.constant(1), total), parallel_iterations=1,
+    )
+    if rest:
+        total = merge(total, rest, tf.constant(full))
     return total - math.log(num_samples)
 
 

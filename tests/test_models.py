@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import kerasvae as kv
+from kerasvae.models import probabilistic
 from conftest import DIGITS_SHAPE, assert_same_outputs, fit, small_vae
 
 MODELS = {
@@ -132,6 +133,23 @@ def test_elbo_below_iwae_estimates_below_zero_with_the_gap_shrinking(trained_vae
     assert elbo < estimates[1] < estimates[2] < estimates[3] + noise and estimates[3] < 0, estimates
     gaps = np.diff(estimates)
     assert gaps[0] > gaps[1] > gaps[2] - noise and gaps[2] > -noise, gaps
+
+
+def test_the_fused_and_bfloat16_estimates_draw_the_same_samples_as_the_plain_one(trained_vae, binary_digits, monkeypatch):
+    """log_likelihood's fast paths change no draw: the XLA-fused log_prob (used from FUSE_MIN_ELEMENTS decoded
+    elements per chunk) gives the plain graph's estimate to float32 rounding; a bfloat16 decoder moves it a
+    little; and the decoder's layers keep their own float32 policies afterwards."""
+    x = binary_digits[2][:300]
+    plain = trained_vae.log_likelihood(x, 200, seed=4)
+    monkeypatch.setattr(probabilistic, "FUSE_MIN_ELEMENTS", 0)
+    fused = trained_vae.log_likelihood(x, 200, seed=4)
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-4)
+    half = trained_vae.log_likelihood(x, 200, seed=4, precision="bfloat16")
+    assert 0 < np.max(np.abs(half - plain)) and abs(np.mean(half) - np.mean(plain)) < 0.05, (np.mean(half), np.mean(plain))
+    layers = [*trained_vae.decoder._flatten_layers(), *trained_vae.likelihood._flatten_layers()]
+    assert {layer.dtype_policy.name for layer in layers} == {"float32"} and not trained_vae.likelihood.fuse_log_prob
+    with pytest.raises(ValueError, match="precision"):
+        trained_vae.log_likelihood(x, 10, precision="float16")
 
 
 def test_vae_loss_terms_recompose_the_elbo_by_hand(trained_vae, binary_digits):

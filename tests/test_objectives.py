@@ -122,15 +122,19 @@ def test_dreg_is_unbiased_and_less_noisy_than_the_reparameterized_gradient(kl_we
 
 def test_chunked_estimate_equals_the_one_shot_estimate():
     all_weights = tf.random.stateless_normal((10, 3), seed=(5, 6)) * 3.0
-    position = [0]
+    calls = []
 
-    def next_chunk(k):
-        chunk = all_weights[position[0] : position[0] + k]
-        position[0] += k
-        return chunk
+    def next_chunk(k, index):
+        start = sum(size for size, _ in calls)
+        calls.append((k, int(index)))
+        return all_weights[start : start + k]
 
     chunked = objectives.importance_weighted_log_likelihood(next_chunk, 10, chunk_size=3)
     np.testing.assert_allclose(chunked, objectives.iwae_bound(all_weights), rtol=1e-5)
+    assert calls == [(3, 0), (3, 1), (3, 2), (1, 3)]
+    in_graph = tf.function(lambda: objectives.importance_weighted_log_likelihood(lambda k, index: tf.gather(
+        tf.reshape(all_weights[:9], [3, 3, 3]), index), 9, chunk_size=3))  # chunk by index, in a tf.while_loop
+    np.testing.assert_allclose(in_graph(), objectives.iwae_bound(all_weights[:9]), rtol=1e-5)
 
 
 def test_estimator_is_exact_with_the_true_posterior_in_a_linear_gaussian_model():
@@ -139,8 +143,8 @@ def test_estimator_is_exact_with_the_true_posterior_in_a_linear_gaussian_model()
     prior = tfd.Normal(0.0, 1.0)
 
     def log_weights(posterior):
-        def draw(k):
-            z = posterior.sample(k, seed=(7, k))
+        def draw(k, index):
+            z = posterior.sample(k, seed=(7, int(index)))
             return objectives.log_importance_weights(tfd.Normal(z, 1.0).log_prob(x), prior.log_prob(z), posterior.log_prob(z))
 
         return draw

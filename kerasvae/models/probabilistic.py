@@ -1,6 +1,7 @@
 """The probabilistic API (numpy in, numpy out, batched) and what a family computes and exports on tensors,
 read by kerasvae.export and kerasvae.apps. A mixin of LatentVariableModel."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -29,6 +30,34 @@ def batch_function(method):
         return compiled(x, *args, **kwargs)
 
     return call
+
+
+PRECISIONS = (None, "float32", "bfloat16")
+# Decoded elements per chunk from which log_likelihood compiles the likelihood's log_prob with XLA
+# (Likelihood.flat_log_prob): below it, compiling costs more than it saves.
+FUSE_MIN_ELEMENTS = 1 << 22
+
+
+@contextlib.contextmanager
+def evaluation_graph(model, precision=None, fuse_log_prob=False):
+    """While the block traces: the decoder and likelihood head compute in `precision` (None: unchanged;
+    "bfloat16" is Keras's mixed_bfloat16 policy: float32 variables cast per layer, the heads return float32
+    parameters) and, with `fuse_log_prob`, the head's log_prob is one XLA kernel. The layers' own settings
+    come back afterwards."""
+    head = model.likelihood
+    layers = [] if precision is None else [
+        layer for owner in (model.decoder, head) for layer in owner._flatten_layers(include_self=True)
+    ]
+    saved = [layer.dtype_policy for layer in layers]
+    for layer in layers:
+        layer.dtype_policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
+    head.fuse_log_prob = fuse_log_prob
+    try:
+        yield
+    finally:
+        head.fuse_log_prob = False
+        for layer, own in zip(layers, saved):
+            layer.dtype_policy = own
 
 
 class ProbabilisticAPI:
@@ -77,28 +106,42 @@ class ProbabilisticAPI:
             labels=self._check_labels(labels, len(x)),
         )
 
-    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None):
+    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None, precision=None):
         """Per-example importance-weighted estimate of log p(x) in nats, shape [n] (see objectives).
 
         Args:
             num_samples: int. Importance samples per example; the bias shrinks as it grows.
             chunk_size: int or None. Samples drawn at once; defaults to what keeps about 2^16 decoded
                 examples in memory.
+            precision: None, "float32" or "bfloat16". The decoder's compute precision during the estimate:
+                None keeps the model's own; "bfloat16" runs its matmuls in bfloat16 (Keras's mixed_bfloat16:
+                float32 weights cast per layer, log-densities in float32), which is faster where the CPU or
+                GPU has bfloat16 units and moves the estimate by a small amount (BENCHMARKS.md measures it).
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         x = self._check_inputs(x)
         labels = self._check_labels(labels, len(x))
         batch = min(self.eval_batch_size, 256)
-        chunk = chunk_size or max(1, min(num_samples, (1 << 16) // batch))
-        seeds = iter(tfp.random.split_seed(self._seed(seed), n=math.ceil(len(x) / batch) * math.ceil(num_samples / chunk) + 1))
+        chunk = int(chunk_size or max(1, min(num_samples, (1 << 16) // batch)))
+        seeds = iter(tfp.random.split_seed(self._seed(seed), n=max(1, math.ceil(len(x) / batch))))
+        fuse = chunk * batch * math.prod(self.data_shape) >= FUSE_MIN_ELEMENTS
+        estimate = self._compiled["_log_likelihood_batch"]
+        return self._map_batches(
+            lambda xb, lb=None: estimate(xb, next(seeds), int(num_samples), chunk, precision, fuse, labels=lb),
+            x, batch_size=batch, labels=labels,
+        )
 
-        def batch_log_likelihood(xb, lb=None):
+    def _log_likelihood_batch(self, x, seed, num_samples, chunk_size, precision, fuse_log_prob, labels=None):
+        """log_likelihood of one batch tensor in one graph: chunk i draws from stateless seed i of `seed`."""
+        seeds = tf.random.experimental.stateless_split(seed, num=math.ceil(num_samples / chunk_size))
+        with evaluation_graph(self, precision, fuse_log_prob):
             return objectives.importance_weighted_log_likelihood(
-                lambda k: self._compiled["log_importance_weights"](xb, k, next(seeds), labels=lb), num_samples, chunk
+                lambda k, index: self.log_importance_weights(x, k, tf.gather(seeds, index), labels=labels),
+                num_samples, chunk_size,
             )
-
-        return self._map_batches(batch_log_likelihood, x, batch_size=batch, labels=labels)
 
     def anomaly_score(self, x, method="elbo", num_samples=1, labels=None):
         """Per-example anomaly score in nats, higher = more anomalous.

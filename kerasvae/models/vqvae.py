@@ -222,9 +222,10 @@ class VQVAE(LatentVariableModel):
             return self.likelihood.mean(params)
         return self.likelihood.sample(params, x_seed)
 
-    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None):
+    def log_likelihood(self, x, num_samples=1000, seed=None, chunk_size=None, labels=None, precision=None):
         """The lower bound log p(x|z_q(x)) + log p(c(x)), in nats, shape [n]: with a point-mass posterior all
-        importance samples coincide, so num_samples (accepted for the common API) changes nothing."""
+        importance samples coincide, so num_samples, chunk_size and precision (accepted for the common API)
+        change nothing."""
         return self.elbo(x, labels=labels)
 
     def anomaly_score(self, x, method="reconstruction", num_samples=1, labels=None):
