@@ -56,7 +56,7 @@ def _evaluate(args):
 
     model, config = training.load_run(args.run)
     x, _ = training.test_images(config, args.split, args.limit)
-    report = evaluation.evaluate(model, x, num_samples=args.num_samples, seed=args.seed)
+    report = evaluation.evaluate(model, x, num_samples=args.num_samples, seed=args.seed, precision=args.precision)
     print(json.dumps({"run": str(args.run), "split": args.split, **report}))
 
 
@@ -228,6 +228,9 @@ def build_parser():
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--precision", choices=["float32", "bfloat16"], default=None,
+                          help="the NLL decoder's compute precision (default: the model's own); bfloat16 is faster "
+                               "where the CPU or GPU has bfloat16 units and moves the NLL by thousandths of a nat")
     evaluate.set_defaults(handler=_evaluate)
 
     demo = commands.add_parser("demo", help="train, evaluate and draw a VAE end to end in a few minutes")

@@ -13,12 +13,13 @@ from kerasvae._tfp import tfd
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-def evaluate(model, x, num_samples=1000, batch_size=256, seed=0, verbose=0):
+def evaluate(model, x, num_samples=1000, batch_size=256, seed=0, verbose=0, precision=None):
     """Evaluate `model` on images x (numpy, in the model's input shape).
 
     The importance-weighted NLL runs batch by batch (k up to thousands stays within memory: each batch
     draws its k samples in chunks, see `LatentVariableModel.log_likelihood`); `verbose=1` shows a
-    progress bar over those batches, the long part of an evaluation with large k.
+    progress bar over those batches, the long part of an evaluation with large k. `precision="bfloat16"`
+    runs the NLL's decoder in bfloat16 (`LatentVariableModel.log_likelihood`).
 
     Returns a dict of floats:
         elbo: mean per-example ELBO in nats (one posterior sample per example).
@@ -32,11 +33,12 @@ def evaluate(model, x, num_samples=1000, batch_size=256, seed=0, verbose=0):
     x = np.asarray(x, np.float32)
     terms = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
     elbo = model.elbo(x, seed=seed)
-    nll = importance_weighted_nll(model, x, num_samples, batch_size, seed + 1, verbose)
+    nll = importance_weighted_nll(model, x, num_samples, batch_size, seed + 1, verbose, precision)
     q = model.encode(x)
     posterior_means = np.asarray(q.mean())
     report = {
         **{name: float(value) for name, value in terms.items()},
+        **({} if precision is None else {"nll_precision": precision}),
         "elbo": float(np.mean(elbo)),
         "nll": float(np.mean(nll)),
         "bits_per_dim": float(np.mean(nll) / (math.prod(x.shape[1:]) * math.log(2.0))),
@@ -51,7 +53,7 @@ def evaluate(model, x, num_samples=1000, batch_size=256, seed=0, verbose=0):
     return report
 
 
-def importance_weighted_nll(model, x, num_samples, batch_size=256, seed=0, verbose=0):
+def importance_weighted_nll(model, x, num_samples, batch_size=256, seed=0, verbose=0, precision=None):
     """-log p(x) per example [n] by `model.log_likelihood`, one batch at a time so a progress bar (shown
     when `verbose` or `kerasvae.progress` is on) can follow it; batch i uses seed (seed, i), so the result
     does not depend on the batching of the bar."""
@@ -59,7 +61,7 @@ def importance_weighted_nll(model, x, num_samples, batch_size=256, seed=0, verbo
     with progress.bar(len(x), f"IWAE NLL, k={num_samples}", unit="images", enabled=bool(verbose) or None) as bar:
         for index, start in enumerate(range(0, len(x), batch_size)):
             batch = x[start : start + batch_size]
-            nll.append(-np.asarray(model.log_likelihood(batch, num_samples=num_samples, seed=(seed, index))))
+            nll.append(-np.asarray(model.log_likelihood(batch, num_samples=num_samples, seed=(seed, index), precision=precision)))
             total += float(np.sum(nll[-1]))
             bar.note(f"mean {total / (start + len(batch)):.2f} nats")
             bar.update(len(batch))

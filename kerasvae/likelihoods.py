@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasvae import networks
 from kerasvae._tfp import tfd
 
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
@@ -60,7 +61,7 @@ class Likelihood(keras.layers.Layer):
     def call(self, features):
         if not self.per_pixel:
             features = tf.reshape(features, [tf.shape(features)[0], -1])
-        raw = tf.cast(self.dense(features), tf.float32)
+        raw = tf.cast(networks.dense(self.dense, features), tf.float32)
         raw = tf.reshape(raw, [-1, *self.event_shape, self.params_per_element])
         return self.split_params(raw)
 

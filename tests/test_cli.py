@@ -78,6 +78,11 @@ def test_evaluate_reports_progress_on_stderr_unless_quiet(run_folder, capsys):
     assert cli.main(["evaluate", str(run_folder), "--num-samples", "5", "--limit", "20", "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert "IWAE NLL" not in err and json.loads(out)["nll"] > 0
+    float32 = json.loads(out)
+    assert cli.main(["evaluate", str(run_folder), "--num-samples", "5", "--limit", "20", "--quiet", "--precision", "bfloat16"]) == 0
+    half = json.loads(capsys.readouterr().out)  # the same draws through a bfloat16 decoder: close, said so
+    assert half["nll_precision"] == "bfloat16" and "nll_precision" not in float32
+    assert half["nll"] != float32["nll"] and abs(half["nll"] - float32["nll"]) < 0.01 * float32["nll"]
 
 
 def test_sample_and_reconstruct_write_pngs(run_folder, tmp_path):
