@@ -128,6 +128,9 @@ def test_dynamic_binarization_differs_between_epochs_and_matches_the_grey_levels
     assert np.mean(first) == pytest.approx(np.mean(x), abs=0.01)
     again = data.load("digits", "train", binarize="dynamic", batch_size=256, shuffle=False, seed=3)
     np.testing.assert_array_equal(epoch(again), first)  # a pure function of the seed
+    # Without tf.data's autotuner, whose iterators can take until its next wake-up to delete (a stall of up to
+    # 1.3 s per epoch of fit; benchmarks/tfdata_stall.py), with the parallel map's output unchanged.
+    assert dataset.options().autotune.enabled is False
 
 
 def test_static_binarization_is_fixed_and_shuffling_reshuffles():
