@@ -25,6 +25,8 @@ import tensorflow as tf
 TESTED = "keras>=3.8,<3.16, tensorflow>=2.18,<2.22"
 FUSED_ADAM = "the fused Adam update (kerasvae.optimizers.Adam)"
 
+QUIET_ARRAYS = "fit's in-memory arrays without tf.data's autotuner (kerasvae.data.without_autotuning)"
+ADAPTERS = "keras.src.trainers.data_adapters"
 BACKUP = "keras.callbacks.BackupAndRestore"
 OPTIMIZER = "keras.optimizers.Optimizer"
 
@@ -80,6 +82,14 @@ PRIVATES = (
             "layers, so its weights leave the model's", ("self", "value")),
     Private("keras.layers.Layer._layers", "replace_layer puts the new head at the old one's place, so the "
             "weights keep the order a rebuilt model has", used_in=("keras.layers.Layer.weights",)),
+    Private(f"{ADAPTERS}.array_data_adapter.ArrayDataAdapter.__init__", "fit hands Keras its own array adapter",
+            ("self", "x", "y", "sample_weight", "batch_size", "steps", "shuffle", "class_weight"), feature=QUIET_ARRAYS),
+    Private(f"{ADAPTERS}.array_data_adapter.ArrayDataAdapter.get_tf_dataset", "the adapter's pipeline, given options",
+            ("self",), feature=QUIET_ARRAYS),
+    Private(f"{ADAPTERS}.array_data_adapter.can_convert_arrays", "which inputs Keras's array adapter takes",
+            ("arrays",), feature=QUIET_ARRAYS),
+    Private(f"{ADAPTERS}.DataAdapter", "fit's epoch iterators take a DataAdapter as x, as it is",
+            used_in=(f"{ADAPTERS}.get_data_adapter",), feature=QUIET_ARRAYS),
 )
 
 
@@ -229,6 +239,24 @@ def adam_moments(optimizer, variable):
 def weight_averages(optimizer):
     """The optimizer's weight-average variables (its `use_ema`), one per trainable variable (None where unused)."""
     return optimizer._model_variables_moving_average
+
+
+def array_adapter(x, y, sample_weight, batch_size, steps, shuffle, class_weight, dataset_options):
+    """Keras's own adapter for in-memory arrays, which fit builds from them (the same batches, the same
+    shuffling), with `dataset_options(dataset)` applied to its tf.data pipeline; fit and evaluate take it as
+    x. None where the inputs are not arrays or the names failed `verify`."""
+    if not usable(QUIET_ARRAYS):
+        return None
+    adapters = resolve(f"{ADAPTERS}.array_data_adapter")
+    if not adapters.can_convert_arrays((x, y, sample_weight)):
+        return None
+
+    class ArrayAdapter(adapters.ArrayDataAdapter):
+        def get_tf_dataset(self):
+            return dataset_options(super().get_tf_dataset())
+
+    return ArrayAdapter(x, y, sample_weight=sample_weight, batch_size=batch_size, steps=steps, shuffle=shuffle,
+                        class_weight=class_weight)
 
 
 def flatten_layers(layer):

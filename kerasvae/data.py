@@ -105,13 +105,17 @@ def pipeline(x, y=None, binarize=None, batch_size=128, shuffle=True, seed=0):
         # draws: a fresh binarization per epoch that is still a pure function of `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(_binarize_batch, num_parallel_calls=tf.data.AUTOTUNE)
-    # No autotuner: deleting an autotuned iterator can block until the autotuner's next timed wake-up
-    # (1.27 s, 2.55 s, 5.11 s... after the iterator started), and fit makes an iterator per epoch, so epochs
-    # snapped to 2.56 s (benchmarks/tfdata_stall.py reproduces it in TensorFlow alone). AUTOTUNE values
-    # then take tf.data's fixed defaults, as fast here for in-memory arrays.
+    return without_autotuning(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def without_autotuning(dataset):
+    """`dataset` without tf.data's autotuner. Deleting an autotuned iterator can block until the autotuner's
+    next timed wake-up (1.27 s, 2.55 s, 5.11 s... after the iterator started), and fit makes an iterator per
+    epoch, so epochs snapped to multiples of 2.56 s (benchmarks/tfdata_stall.py reproduces it in TensorFlow
+    alone). AUTOTUNE values then take tf.data's fixed defaults, as fast for data held in memory."""
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+    return dataset.with_options(options)
 
 
 def _binarize_batch(batch, seed):

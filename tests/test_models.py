@@ -246,3 +246,30 @@ def test_unknown_names_are_value_errors():
         kv.presets.get("transformer")
     with pytest.raises(ValueError, match="num_samples"):
         small_vae(num_samples=0)
+
+
+def test_arrays_feed_kerass_own_batches_without_the_autotuner(binary_digits, monkeypatch):
+    """fit and evaluate on numpy arrays go through Keras's own array pipeline (its batches, shuffling and
+    validation batches), only without tf.data's autotuner (kv.data.without_autotuning): the weights, history
+    and evaluation are those of Keras's stock adapter, to the bit."""
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    quieted = []
+    monkeypatch.setattr(kv.data, "without_autotuning", lambda dataset: quieted.append(dataset) or _without_autotuning(dataset))
+    x = binary_digits[0]
+    runs = []
+    for source in (x, ArrayDataAdapter(x, batch_size=64, shuffle=True)):
+        keras.utils.set_random_seed(0)
+        model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=4, hidden=(32,), seed=0)
+        model.compile()
+        history = model.fit(source, batch_size=64 if source is x else None, epochs=2, verbose=0,
+                            validation_data=(x[:100],), validation_batch_size=64).history
+        runs.append((history, model.get_weights(), model.evaluate(x[:300], verbose=0, return_dict=True)))
+    (history, weights, evaluated), (keras_history, keras_weights, keras_evaluated) = runs
+    assert history == keras_history and evaluated == keras_evaluated
+    assert all(np.array_equal(a, b) for a, b in zip(weights, keras_weights))
+    # The arrays of the first run's fit, its validation and evaluate; the second run's validation and evaluate.
+    assert len(quieted) == 5
+
+
+_without_autotuning = kv.data.without_autotuning

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasvae import _keras_compat, data
 from kerasvae import callbacks as kv_callbacks
 from kerasvae import optimizers
 from kerasvae.models.multi_worker import is_multi_worker
@@ -94,11 +95,20 @@ class TrainingSteps:
         if steps:
             self.plan_run(steps)
         callbacks = list(callbacks or [])
+        if not kwargs.get("validation_split"):
+            x, y, batch_size, kwargs = _quiet_arrays(x, y, batch_size, steps_per_epoch, kwargs)
         if getattr(self.optimizer, "use_ema", False) and not any(
                 isinstance(c, kv_callbacks.ValidateAveragedWeights) for c in callbacks):
             callbacks.append(kv_callbacks.ValidateAveragedWeights())
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
                            steps_per_epoch=steps_per_epoch, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, steps=None, **kwargs):
+        """Keras's `evaluate`; arrays go through Keras's own pipeline without tf.data's autotuner, as in `fit`."""
+        kwargs.setdefault("shuffle", False)
+        x, y, batch_size, kwargs = _quiet_arrays(x, y, batch_size, steps, kwargs)
+        kwargs.pop("shuffle", None)
+        return super().evaluate(x, y, batch_size=batch_size, steps=steps, **kwargs)
 
     def plan_run(self, steps):
         """Called by `fit` with the run's number of optimizer steps (epochs x steps per epoch). Families with
@@ -141,3 +151,23 @@ class TrainingSteps:
             # A replica without examples (the end of a sharded epoch) has NaN means; weight 0 must add 0.
             self.trackers[name].update_state(tf.where(batch_size > 0, value, 0.0), sample_weight=batch_size)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def _quiet_arrays(x, y, batch_size, steps, kwargs):
+    """(x, y, batch_size, kwargs) for Keras's fit or evaluate with in-memory arrays (and numpy validation data)
+    replaced by Keras's own array adapter without tf.data's autotuner (kv.data.without_autotuning): the same
+    batches in the same order, without the autotuner's stall at the end of each epoch."""
+    adapter = _keras_compat.array_adapter(x, y, kwargs.get("sample_weight"), batch_size, steps, kwargs.get("shuffle", True),
+                                          kwargs.get("class_weight"), data.without_autotuning)
+    if adapter is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("sample_weight", "shuffle", "class_weight")}
+        x, y, batch_size = adapter, None, None
+    validation = kwargs.get("validation_data")
+    if isinstance(validation, tuple) and 1 <= len(validation) <= 3:
+        val_x, val_y, val_weight = keras.utils.unpack_x_y_sample_weight(validation)
+        val_batch = kwargs.get("validation_batch_size") or batch_size or (adapter.batch_size if adapter is not None else None)
+        val_adapter = _keras_compat.array_adapter(val_x, val_y, val_weight, val_batch, kwargs.get("validation_steps"), False,
+                                                  None, data.without_autotuning)
+        if val_adapter is not None:
+            kwargs = {**kwargs, "validation_data": (val_adapter,)}
+    return x, y, batch_size, kwargs
