@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kerasvae import objectives
+from kerasvae import _keras_compat, objectives
 from kerasvae._tfp import stateless_seed
 
 
@@ -46,7 +46,7 @@ def evaluation_graph(model, precision=None, fuse_log_prob=False):
     come back afterwards."""
     head = model.likelihood
     layers = [] if precision is None else [
-        layer for owner in (model.decoder, head) for layer in owner._flatten_layers(include_self=True)
+        layer for owner in (model.decoder, head) for layer in _keras_compat.flatten_layers(owner)
     ]
     saved = [layer.dtype_policy for layer in layers]
     for layer in layers:
