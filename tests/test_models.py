@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import DIGITS_SHAPE, assert_same_outputs, fit, small_vae
 
 import kerasvae as kv
 from kerasvae.models import probabilistic
-from conftest import DIGITS_SHAPE, assert_same_outputs, fit, small_vae
 
 MODELS = {
     "vae": lambda: small_vae(),
@@ -254,8 +254,8 @@ def test_arrays_feed_kerass_own_batches_without_the_autotuner(binary_digits, mon
     and evaluation are those of Keras's stock adapter, to the bit."""
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
-    quieted = []
-    monkeypatch.setattr(kv.data, "without_autotuning", lambda dataset: quieted.append(dataset) or _without_autotuning(dataset))
+    quieted, without_autotuning = [], kv.data.without_autotuning
+    monkeypatch.setattr(kv.data, "without_autotuning", lambda dataset: quieted.append(dataset) or without_autotuning(dataset))
     x = binary_digits[0]
     runs = []
     for source in (x, ArrayDataAdapter(x, batch_size=64, shuffle=True)):
@@ -270,6 +270,3 @@ def test_arrays_feed_kerass_own_batches_without_the_autotuner(binary_digits, mon
     assert all(np.array_equal(a, b) for a, b in zip(weights, keras_weights))
     # The arrays of the first run's fit, its validation and evaluate; the second run's validation and evaluate.
     assert len(quieted) == 5
-
-
-_without_autotuning = kv.data.without_autotuning

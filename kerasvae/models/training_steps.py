@@ -7,9 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvae import _keras_compat, data
+from kerasvae import _keras_compat, data, optimizers
 from kerasvae import callbacks as kv_callbacks
-from kerasvae import optimizers
 from kerasvae.models.multi_worker import is_multi_worker
 
 # compile()'s default on one device: train steps per call into TensorFlow (see compile).
