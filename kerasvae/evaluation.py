@@ -86,11 +86,15 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
         seed: int. Seeds numpy's generator for the posterior noise.
 
     Decoders returning `logits` are Bernoulli, `loc` and `scale` Gaussian; others raise a ValueError.
+    A SavedModel with a `log_importance_weights` signature (models with latents besides encode's, e.g.
+    HierarchicalVAE) gives its own weights instead: chunk c of batch b draws with seed (seed, b * 2^16 + c).
     """
     loaded = tf.saved_model.load(str(saved_model)) if isinstance(saved_model, (str, bytes)) or hasattr(saved_model, "__fspath__") else saved_model
+    x = np.asarray(x, np.float32)
+    if "log_importance_weights" in loaded.signatures:
+        return _served_weights_nll(loaded.signatures["log_importance_weights"], x, num_samples, batch_size, chunk_size, seed)
     encode, decode = loaded.signatures["encode"], loaded.signatures["decode"]
     rng = np.random.default_rng(seed)
-    x = np.asarray(x, np.float32)
     nll = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
@@ -106,6 +110,19 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
             decoded = decode(z=tf.reshape(z, [-1, q.event_shape[0]]))
             log_px_given_z = tf.reshape(_likelihood(decoded).log_prob(np.tile(x_flat, (k, 1))), [k, len(x_flat)])
             return objectives.log_importance_weights(log_px_given_z, prior.log_prob(z), q.log_prob(z))
+
+        nll.append(-objectives.importance_weighted_log_likelihood(log_weights, num_samples, chunk_size).numpy())
+    return np.concatenate(nll) if nll else np.zeros([0], np.float32)
+
+
+def _served_weights_nll(signature, x, num_samples, batch_size, chunk_size, seed):
+    nll = []
+    for batch, start in enumerate(range(0, len(x), batch_size)):
+        xb = tf.constant(x[start : start + batch_size])
+
+        def log_weights(k, chunk, xb=xb, batch=batch):
+            draw_seed = tf.constant([seed, batch * (1 << 16) + int(chunk)], tf.int32)
+            return tf.transpose(signature(x=xb, num_samples=tf.constant(k, tf.int32), seed=draw_seed)["log_weights"])
 
         nll.append(-objectives.importance_weighted_log_likelihood(log_weights, num_samples, chunk_size).numpy())
     return np.concatenate(nll) if nll else np.zeros([0], np.float32)

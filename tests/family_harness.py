@@ -67,7 +67,8 @@ def _check_keras_round_trip(model, x, labels, tmp_path):
 def _check_signatures(model, saved, x, labels):
     loaded = tf.saved_model.load(str(saved))
     label = {} if labels is None else {"label": tf.constant(labels, tf.int32)}
-    expected_names = set(SIGNATURES) | ({"decode_codes"} if model.code_space is not None else set())
+    expected_names = (set(SIGNATURES) | ({"decode_codes"} if model.code_space is not None else set())
+                      | ({"log_importance_weights"} if model.decode_noise_shapes() else set()))
     assert set(loaded.signatures) == expected_names
     inputs = warmup_inputs(model)
     for name in expected_names:  # every signature answers its warm-up request with named, finite tensors

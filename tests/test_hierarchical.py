@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from conftest import fit
 
 import kerasvae as kv
 from kerasvae.export.savedmodel import signature_functions
@@ -269,3 +270,21 @@ def test_the_web_demo_refuses_a_decoder_that_needs_noise():
 
     with pytest.raises(ValueError, match=r"z input alone.*noise_1"):
         check_demo_model(kv.presets.hvae(input_shape=(8, 8, 1)))
+
+
+def test_a_served_nll_comes_from_the_savedmodels_importance_weights(tmp_path, binary_digits):
+    """encode exposes the lower levels only along the posterior means, so the SavedModel serves the model's
+    own log importance weights (batch-major), and saved_model_nll estimates log p(x) from them: the same
+    weights as Python's for the same seed, and the same estimate as log_likelihood within Monte Carlo noise."""
+    from kerasvae.export.savedmodel import write_savedmodel
+
+    model = build(inference="bottom_up")
+    fit(model, binary_digits[0][:256], epochs=1)
+    loaded = tf.saved_model.load(str(write_savedmodel(model, tmp_path / "saved")))
+    x = tf.constant(binary_digits[2][:16])
+    served = loaded.signatures["log_importance_weights"](x=x, num_samples=tf.constant(7), seed=tf.constant([3, 4]))
+    np.testing.assert_allclose(served["log_weights"], tf.transpose(model.log_importance_weights(x, 7, tf.constant([3, 4]))),
+                               rtol=1e-5, atol=1e-4)
+    served_nll = kv.evaluation.saved_model_nll(loaded, binary_digits[2][:64], num_samples=200, batch_size=32, chunk_size=64)
+    python_nll = -model.log_likelihood(binary_digits[2][:64], num_samples=200, seed=5)
+    assert served_nll.shape == (64,) and abs(np.mean(served_nll) - np.mean(python_nll)) < 0.1, (np.mean(served_nll), np.mean(python_nll))

@@ -27,6 +27,11 @@ Signatures (inputs -> outputs, float32 unless said):
     Conditional models (ConditionalVAE) add an input `label` int32 [None] to encode, decode, reconstruct,
     serving_default, score and sample (there one label for all samples, or one per sample).
     decode_codes codes int32 [None, num_latents] -> as decode (VQ-VAE, DiscreteVAE: models with codes_to_latents)
+    log_importance_weights  x, num_samples int32 [], seed int32 [2] -> log_weights [None, num_samples]: the
+                 model's own log importance weights log p(x, z_k) - log q(z_k|x) over every latent, whose
+                 logsumexp minus log num_samples estimates log p(x) (kerasvae.evaluation.saved_model_nll).
+                 Only models whose decode takes noise besides z (HierarchicalVAE): their lower latents are not
+                 in encode's outputs, so encode and decode alone cannot estimate the likelihood.
 """
 
 import json
@@ -95,6 +100,11 @@ def signature_functions(model):
     if model.code_space is not None:
         codes_spec = tf.TensorSpec([None, model.code_space[0]], tf.int32, name="codes")
         functions["decode_codes"] = (lambda codes: decode(model.codes_to_latents(codes)), [codes_spec])
+    if noise_names:
+        def log_importance_weights(x, num_samples, seed, label=None):
+            return {"log_weights": tf.transpose(model.log_importance_weights(x, num_samples, seed, labels=label))}
+
+        functions["log_importance_weights"] = (log_importance_weights, [x_spec, *sample_specs, *label])
     return functions
 
 
@@ -124,8 +134,10 @@ def warmup_inputs(model, batch_size=2):
     }
     if model.code_space is not None:
         inputs["decode_codes"] = {"codes": np.zeros((batch_size, model.code_space[0]), np.int32)}
+    if model.decode_noise_shapes():
+        inputs["log_importance_weights"] = {"x": x, "num_samples": np.int32(3), "seed": np.array([1, 2], np.int32)}
     if model.num_classes is not None:
-        for name in ("serving_default", "encode", "decode", "reconstruct", "sample", "score"):
+        for name in [name for name in inputs if name != "decode_codes"]:
             inputs[name]["label"] = np.zeros(batch_size, np.int32)
     return inputs
 
