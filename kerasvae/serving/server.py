@@ -960,7 +960,10 @@ def serve(root, port=8500, rest_port=None, log_requests=False, **options):
     rest = f", REST on {server.host}:{server.rest_port}" if server.rest else ""
     batching = "" if server.batching is None else "; batching " + ", ".join(f"{k}={v}" for k, v in vars(server.batching).items())
     print(f"kerasvae serve: gRPC on {server.host}:{server.grpc_port}{rest}; models {models}{batching}", flush=True)
-    done.wait()
+    # Waking up each second runs the handler: a SIGTERM the kernel delivers to another thread (gRPC's, TF's)
+    # only flags it, and an untimed wait would block the main thread past it for ever (seen in the tests).
+    while not done.wait(1.0):
+        pass
     server.stop()
     batcher = server.runner.batcher
     batched = f" ({batcher.requests_run} requests batched in {batcher.batches_run} runs)" if batcher else ""
