@@ -8,8 +8,8 @@ Fashion-MNIST training images, binarized once with numpy (seed 0) and held in me
 Arms: kerasvae (`kv.presets.mlp_vae()`, `compile()` with its defaults, `model.fit(x, epochs, batch_size=128)`
 on the numpy array, as a Keras script writes it); keras_adam (the same with
 `compile(optimizer=keras.optimizers.Adam(1e-3))`, what keras-io examples pass); torch
-(benchmarks/torch_reference_vae.py's model with a loop over the in-memory tensor: shuffle, forward,
-backward, Adam step, `loss.item()` per step, as a PyTorch script writes it; 2 threads). Each process times
+(benchmarks/torch_reference_vae.py's model and its loop over the in-memory tensor, `binary_epoch`:
+shuffle, forward, backward, Adam step, `loss.item()` per step, as a PyTorch script writes it; 2 threads). Each process times
 its training call alone, first epoch (and its tracing) included, after its imports and data loading, and
 prints samples/s; the driver prints each arm's median and its ratio to torch as one JSON object.
 """
@@ -31,7 +31,7 @@ def torch_run(epochs):
     import torch
 
     sys.path.insert(0, str(HERE))
-    from torch_reference_vae import VAE, find_data_dir, load_images
+    from torch_reference_vae import VAE, binary_epoch, find_data_dir, load_images
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -42,16 +42,7 @@ def torch_run(epochs):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     start = time.perf_counter()
     for _ in range(epochs):
-        order = torch.randperm(len(x))
-        total = 0.0
-        for first in range(0, len(x), BATCH_SIZE):
-            batch = x[order[first : first + BATCH_SIZE]]
-            reconstruction, kl = model(batch)
-            loss = (reconstruction + kl).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
+        binary_epoch(model, optimizer, x, BATCH_SIZE)
     return time.perf_counter() - start, epochs * len(x)
 
 
@@ -83,12 +74,12 @@ def main():
         return
     rates = {arm: [] for arm in args.arms.split(",")}
     for _ in range(args.rounds):
-        for arm in rates:
+        for arm, arm_rates in rates.items():
             python = args.torch_python if arm == "torch" else sys.executable
             result = subprocess.run([python, __file__, "--worker", arm, "--epochs", str(args.epochs)],
                                     capture_output=True, text=True, check=True)
             run = json.loads(result.stdout.strip().splitlines()[-1])
-            rates[arm].append(round(run["samples"] / run["seconds"]))
+            arm_rates.append(round(run["samples"] / run["seconds"]))
     median = {arm: statistics.median(values) for arm, values in rates.items()}
     report = {"epochs": args.epochs, "rounds": args.rounds, "samples_per_second": median, "all_rates": rates}
     if "torch" in median:

@@ -64,7 +64,7 @@ def main():
     model.fit(data, epochs=1, verbose=0)
     wall = time.perf_counter() - start
     tf.profiler.experimental.stop()
-    seconds = kernel_seconds(sorted(glob.glob(f"{args.logdir}/**/*.xplane.pb", recursive=True))[-1])
+    seconds = kernel_seconds(max(glob.glob(f"{args.logdir}/**/*.xplane.pb", recursive=True)))
     steps = -(-len(x) // args.batch_size)
     total = sum(seconds.values())
     groups = collections.Counter()

@@ -71,7 +71,11 @@ class VAE(nn.Module):
 
 def train_epoch(model, optimizer, x_train, batch_size):
     # Dynamic binarization: a fresh binary sample of every training image each epoch.
-    x_binary = torch.bernoulli(x_train)
+    return binary_epoch(model, optimizer, torch.bernoulli(x_train), batch_size)
+
+
+def binary_epoch(model, optimizer, x_binary, batch_size):
+    """One epoch over binary images in a fresh random order; the mean training loss."""
     order = torch.randperm(len(x_binary))
     total_loss = 0.0
     for start in range(0, len(order), batch_size):
