@@ -25,13 +25,12 @@ import numpy as np
 import tensorflow as tf
 
 import kerasvae as kv
-from kerasvae import _keras_compat
+from kerasvae.models.probabilistic import decoder_layers
 
 
 def decoder_denses(model):
     """The Dense layers a decoded latent passes through (the decoder's and the likelihood head's)."""
-    owners = (model.decoder, model.likelihood)
-    return [layer for owner in owners for layer in _keras_compat.flatten_layers(owner) if isinstance(layer, keras.layers.Dense)]
+    return [layer for layer in decoder_layers(model) if isinstance(layer, keras.layers.Dense)]
 
 
 def floor_arm(model, rows, chunk_rows, dtype):

@@ -92,12 +92,22 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
     loaded = tf.saved_model.load(str(saved_model)) if isinstance(saved_model, (str, bytes)) or hasattr(saved_model, "__fspath__") else saved_model
     x = np.asarray(x, np.float32)
     if "log_importance_weights" in loaded.signatures:
-        return _served_weights_nll(loaded.signatures["log_importance_weights"], x, num_samples, batch_size, chunk_size, seed)
-    encode, decode = loaded.signatures["encode"], loaded.signatures["decode"]
+        weights_of = _served_log_weights(loaded.signatures["log_importance_weights"], seed)
+    else:
+        weights_of = _encode_decode_log_weights(loaded.signatures["encode"], loaded.signatures["decode"], seed)
+    nll = [
+        -objectives.importance_weighted_log_likelihood(weights_of(x[start : start + batch_size], batch), num_samples, chunk_size).numpy()
+        for batch, start in enumerate(range(0, len(x), batch_size))
+    ]
+    return np.concatenate(nll) if nll else np.zeros([0], np.float32)
+
+
+def _encode_decode_log_weights(encode, decode, seed):
+    """(x batch, batch index) -> log_weights_fn(k, chunk) of saved_model_nll from encode's Gaussian q, decode's
+    likelihood and N(0, I), with numpy's default_rng(seed) drawing the posterior noise."""
     rng = np.random.default_rng(seed)
-    nll = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
+
+    def weights_of(xb, batch):
         posterior = encode(x=tf.constant(xb))
         if set(posterior) != {"loc", "scale"}:
             raise ValueError(f"saved_model_nll needs a Gaussian-posterior encode (loc, scale), got {sorted(posterior)}.")
@@ -105,27 +115,30 @@ def saved_model_nll(saved_model, x, num_samples=1000, batch_size=256, chunk_size
         prior = tfd.MultivariateNormalDiag(tf.zeros_like(posterior["loc"]))
         x_flat = xb.reshape(len(xb), -1)
 
-        def log_weights(k, index, q=q, prior=prior, x_flat=x_flat):
+        def log_weights(k, chunk):
             z = q.mean() + q.stddev() * rng.standard_normal((k, *q.batch_shape, q.event_shape[0])).astype(np.float32)
             decoded = decode(z=tf.reshape(z, [-1, q.event_shape[0]]))
             log_px_given_z = tf.reshape(_likelihood(decoded).log_prob(np.tile(x_flat, (k, 1))), [k, len(x_flat)])
             return objectives.log_importance_weights(log_px_given_z, prior.log_prob(z), q.log_prob(z))
 
-        nll.append(-objectives.importance_weighted_log_likelihood(log_weights, num_samples, chunk_size).numpy())
-    return np.concatenate(nll) if nll else np.zeros([0], np.float32)
+        return log_weights
+
+    return weights_of
 
 
-def _served_weights_nll(signature, x, num_samples, batch_size, chunk_size, seed):
-    nll = []
-    for batch, start in enumerate(range(0, len(x), batch_size)):
-        xb = tf.constant(x[start : start + batch_size])
+def _served_log_weights(signature, seed):
+    """(x batch, batch index) -> log_weights_fn(k, chunk) of saved_model_nll from the model's own served
+    weights; chunk c of batch b draws with the stateless seed (seed, b * 2^16 + c)."""
+    def weights_of(xb, batch):
+        xb = tf.constant(xb)
 
-        def log_weights(k, chunk, xb=xb, batch=batch):
+        def log_weights(k, chunk):
             draw_seed = tf.constant([seed, batch * (1 << 16) + int(chunk)], tf.int32)
             return tf.transpose(signature(x=xb, num_samples=tf.constant(k, tf.int32), seed=draw_seed)["log_weights"])
 
-        nll.append(-objectives.importance_weighted_log_likelihood(log_weights, num_samples, chunk_size).numpy())
-    return np.concatenate(nll) if nll else np.zeros([0], np.float32)
+        return log_weights
+
+    return weights_of
 
 
 def _likelihood(decoded):

@@ -36,7 +36,7 @@ class Likelihood(keras.layers.Layer):
     # that a lossless image coder's can be compared with (the "complexity" anomaly score); False for densities.
     eight_bit = False
     # True where every parameter has the data's shape (no trailing parameter dims), so the event dims can
-    # be flattened into one for `fused_log_prob`.
+    # be flattened into one for `flat_log_prob`.
     elementwise_params = True
 
     def __init__(self, event_shape=None, **kwargs):

@@ -275,4 +275,3 @@ def test_train_run_on_one_class_trains_and_validates_on_it_and_records_it(tmp_pa
     assert x_test.shape == (360, 8, 8, 1) and set(y_test) == set(range(10))
     x_normal, y_normal = training.test_images(config, "train", limit=50, classes=config["classes"])
     assert len(x_normal) == 50 and set(y_normal) == {3}
-

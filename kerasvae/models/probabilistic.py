@@ -38,6 +38,11 @@ PRECISIONS = (None, "float32", "bfloat16")
 FUSE_MIN_ELEMENTS = 1 << 22
 
 
+def decoder_layers(model):
+    """Every layer a decoded latent passes through: the decoder's and the likelihood head's."""
+    return [layer for owner in (model.decoder, model.likelihood) for layer in _keras_compat.flatten_layers(owner)]
+
+
 @contextlib.contextmanager
 def evaluation_graph(model, precision=None, fuse_log_prob=False):
     """While the block traces: the decoder and likelihood head compute in `precision` (None: unchanged;
@@ -45,9 +50,7 @@ def evaluation_graph(model, precision=None, fuse_log_prob=False):
     parameters) and, with `fuse_log_prob`, the head's log_prob is one XLA kernel. The layers' own settings
     come back afterwards."""
     head = model.likelihood
-    layers = [] if precision is None else [
-        layer for owner in (model.decoder, head) for layer in _keras_compat.flatten_layers(owner)
-    ]
+    layers = [] if precision is None else decoder_layers(model)
     saved = [layer.dtype_policy for layer in layers]
     for layer in layers:
         layer.dtype_policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]

@@ -156,17 +156,17 @@ def _quiet_arrays(x, y, batch_size, steps, kwargs):
     """(x, y, batch_size, kwargs) for Keras's fit or evaluate with in-memory arrays (and numpy validation data)
     replaced by Keras's own array adapter without tf.data's autotuner (kv.data.without_autotuning): the same
     batches in the same order, without the autotuner's stall at the end of each epoch."""
+    validation = kwargs.get("validation_data")
+    if isinstance(validation, tuple) and 1 <= len(validation) <= 3:
+        val_x, val_y, val_weight = keras.utils.unpack_x_y_sample_weight(validation)
+        # Keras validates in batches of validation_batch_size, else of fit's batch_size as passed.
+        val_adapter = _keras_compat.array_adapter(val_x, val_y, val_weight, kwargs.get("validation_batch_size") or batch_size,
+                                                  kwargs.get("validation_steps"), False, None, data.without_autotuning)
+        if val_adapter is not None:
+            kwargs = {**kwargs, "validation_data": (val_adapter,)}
     adapter = _keras_compat.array_adapter(x, y, kwargs.get("sample_weight"), batch_size, steps, kwargs.get("shuffle", True),
                                           kwargs.get("class_weight"), data.without_autotuning)
     if adapter is not None:
         kwargs = {k: v for k, v in kwargs.items() if k not in ("sample_weight", "shuffle", "class_weight")}
         x, y, batch_size = adapter, None, None
-    validation = kwargs.get("validation_data")
-    if isinstance(validation, tuple) and 1 <= len(validation) <= 3:
-        val_x, val_y, val_weight = keras.utils.unpack_x_y_sample_weight(validation)
-        val_batch = kwargs.get("validation_batch_size") or batch_size or (adapter.batch_size if adapter is not None else None)
-        val_adapter = _keras_compat.array_adapter(val_x, val_y, val_weight, val_batch, kwargs.get("validation_steps"), False,
-                                                  None, data.without_autotuning)
-        if val_adapter is not None:
-            kwargs = {**kwargs, "validation_data": (val_adapter,)}
     return x, y, batch_size, kwargs
