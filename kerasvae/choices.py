@@ -18,7 +18,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # kerasvae.likelihoods.LIKELIHOODS's names; "auto" lets the training data choose (kerasvae.likelihoods.choose).
 LIKELIHOOD_NAMES = ("auto", "bernoulli", "continuous_bernoulli", "gaussian", "gaussian_per_element", "logistic", "categorical")
 
-ANOMALY_MODEL_SCORES = ("elbo", "nll", "reconstruction")  # the model computes them alone
+ANOMALY_MODEL_SCORES = ("elbo", "nll", "reconstruction", "reconstruction_error")  # the model computes them alone
 ANOMALY_REFERENCE_SCORES = ("typicality", "complexity", "latent_density", "latent_neighbors", "ensemble")  # against normal data
 ANOMALY_METHODS = ("auto", *ANOMALY_MODEL_SCORES, *ANOMALY_REFERENCE_SCORES)
 REGRESSORS = ("ridge", "mlp")  # kerasvae.apps.regression

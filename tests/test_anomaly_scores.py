@@ -67,6 +67,31 @@ def test_reference_scores_by_hand(digits_model, digits):
     np.testing.assert_allclose(anomaly_scores.score_arrays(model, x, "ensemble", 1, ensemble), np.sum(standardized, 0), rtol=1e-4, atol=1e-4)
 
 
+def test_reconstruction_error_is_the_squared_error_of_the_mean_reconstruction(digits_model, digits):
+    x = digits[2][:50]
+    by_hand = ((x - digits_model.reconstruct(x)) ** 2).reshape(len(x), -1).sum(1)
+    np.testing.assert_allclose(digits_model.anomaly_score(x, method="reconstruction_error"), by_hand, rtol=1e-5)
+    np.testing.assert_allclose(anomaly_scores.score_arrays(digits_model, x, "reconstruction_error", 1), by_hand, rtol=1e-5)
+
+
+def test_ensemble_of_an_eight_bit_image_model_adds_the_reconstruction_error_and_is_served(digits, tmp_path):
+    """With a probability of 8-bit levels (the discretized logistic) the ensemble standardizes and adds the
+    complexity-corrected likelihood, the latent neighbours and the reconstruction error; the SavedModel's
+    `score` serves the same sum."""
+    x_reference, x = np.round(digits[0][:300] * 255) / 255, np.round(digits[2][:40] * 255) / 255
+    model = kv.presets.mlp_vae(input_shape=DIGITS_SHAPE, latent_dim=4, hidden=(32,), likelihood="logistic", seed=0)
+    assert anomaly_scores.ensemble_parts(model) == ("complexity", "latent_neighbors", "reconstruction_error")
+    detector = kv.apps.AnomalyDetector(model, method="ensemble").fit(x_reference)
+    reference = detector.reference
+    parts = {"complexity": anomaly_scores.score_arrays(model, x, "elbo", 1) - anomaly_scores.png_bits(tf.constant(x)).numpy() * np.log(2),
+             "latent_neighbors": anomaly_scores.score_arrays(model, x, "latent_neighbors", 1, reference),
+             "reconstruction_error": ((x - model.reconstruct(x)) ** 2).reshape(len(x), -1).sum(1)}
+    by_hand = sum((score - reference[f"{name}_mean"]) / reference[f"{name}_std"] for name, score in parts.items())
+    np.testing.assert_allclose(detector.score(x), by_hand, rtol=1e-4, atol=1e-4)
+    served = tf.saved_model.load(str(savedmodel.export_savedmodel(model, tmp_path / "logistic"))).signatures["score"](x=tf.constant(x, tf.float32))
+    np.testing.assert_allclose(served["anomaly_score"], by_hand, rtol=1e-4, atol=1e-3)
+
+
 def test_complexity_is_the_elbo_less_the_png_code_length(digits_model, digits):
     x = digits[2][:20]
     bits = []

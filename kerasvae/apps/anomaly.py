@@ -25,11 +25,13 @@ class AnomalyDetector:
     false-positive rate).
 
     Scores (higher = more anomalous): the model's own "elbo" (-ELBO(x)), "nll" (the importance-weighted
-    -log p(x)) and "reconstruction" (-log p(x | z = mean of q(z|x))); and the scores that compare x with
-    normal data (kerasvae.apps.anomaly_scores): "typicality", "complexity" (Serra et al. 2020's
-    likelihood ratio against a PNG coder), "latent_density" (Mahalanobis in latent space),
-    "latent_neighbors" (distance to the nearest normal codes) and "ensemble" (the standardized sum of
-    the complexity-corrected likelihood, or the ELBO for densities, and the latent neighbours). "auto", the default, chooses among them at `fit` with normal data only: it holds out
+    -log p(x)), "reconstruction" (-log p(x | z = mean of q(z|x))) and "reconstruction_error" (the squared
+    error of that reconstruction's mean); and the scores that compare x with normal data
+    (kerasvae.apps.anomaly_scores): "typicality", "complexity" (Serra et al. 2020's likelihood ratio
+    against a PNG coder), "latent_density" (Mahalanobis in latent space), "latent_neighbors" (distance to
+    the nearest normal codes) and "ensemble" (the standardized sum of the complexity-corrected likelihood,
+    the latent neighbours and the reconstruction error for 8-bit images; the ELBO and the latent
+    neighbours for densities). "auto", the default, chooses among them at `fit` with normal data only: it holds out
     part of the normal data, makes anomalies from it (`anomaly_scores.pseudo_anomalies`: flipped, turned,
     shifted, overlaid inputs) and keeps the score that separates the two best (AUROC, in `selection`).
 

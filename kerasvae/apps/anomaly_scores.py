@@ -17,7 +17,8 @@ anomalous; `reference` is the dict of normal-data statistics `fit_reference` com
     ensemble          sum over `ensemble_parts` of (s(x) - mean_s) / std_s, each score standardized on
                       held-out normal data: the likelihood says how well x is explained (complexity-corrected
                       where p(x|z) is a probability of 8-bit levels, else the ELBO), the neighbours how usual
-                      its code is
+                      its code is; with 8-bit images also the reconstruction's squared error, which weighs
+                      every pixel alike where the learned likelihood forgives pixels it finds uncertain
 
 Every score is written once, on tensors, and serves both `AnomalyDetector.score` and the exported `score`
 signature (kerasvae.export), so a served score equals the Python one.
@@ -47,11 +48,14 @@ def available(model):
 
 
 def ensemble_parts(model):
-    """The two scores the "ensemble" standardizes and adds: the complexity-corrected likelihood for 8-bit
-    likelihoods of images (their raw ELBO ranks simple images as normal: one-class Fashion-MNIST AUROC 0.51-0.59
-    on pullovers, coats and T-shirts, BENCHMARKS.md), else the ELBO; and the latent neighbours."""
-    corrected = model.likelihood.eight_bit and _is_image(model.data_shape)
-    return ("complexity" if corrected else "elbo", "latent_neighbors")
+    """The scores the "ensemble" standardizes and adds. For 8-bit likelihoods of images: the
+    complexity-corrected likelihood (their raw ELBO ranks simple images as normal: one-class Fashion-MNIST
+    AUROC 0.51-0.59 on pullovers, coats and T-shirts), the latent neighbours and the reconstruction error
+    (BENCHMARKS.md, one-class Fashion-MNIST). Otherwise the ELBO, a density's
+    own weighting of the errors, and the latent neighbours."""
+    if model.likelihood.eight_bit and _is_image(model.data_shape):
+        return ("complexity", "latent_neighbors", "reconstruction_error")
+    return ("elbo", "latent_neighbors")
 
 
 def _is_image(shape):
@@ -66,6 +70,8 @@ def batch_scores(model, x, method, num_samples, reference=None, labels=None, see
     seed = tf.convert_to_tensor(seed, tf.int32)
     if method == "reconstruction":
         return -model.reconstruction_log_prob(x, labels=labels)
+    if method == "reconstruction_error":
+        return model.reconstruction_error(x, labels=labels)
     if method == "nll":
         return -objectives.iwae_bound(model.log_importance_weights(x, num_samples, seed, labels=labels))
     if method == "elbo":

@@ -121,7 +121,7 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         # (Re)compiles the functions that read the likelihood; families add their own entries.
         self._compiled = {**getattr(self, "_compiled", {}), **{
             name: batch_function(getattr(self, name))
-            for name in ("_reconstruct_batch", "reconstruction_log_prob", "_log_likelihood_batch", "elbo_batch")
+            for name in ("_reconstruct_batch", "reconstruction_log_prob", "reconstruction_error", "_log_likelihood_batch", "elbo_batch")
         }}
 
     def _build_now(self):

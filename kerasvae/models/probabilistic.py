@@ -63,6 +63,11 @@ def evaluation_graph(model, precision=None, fuse_log_prob=False):
             layer.dtype_policy = own
 
 
+def squared_error(x, reconstruction):
+    """sum_i (x_i - reconstruction_i)^2 per example [batch]."""
+    return tf.reduce_sum(tf.reshape(tf.square(x - reconstruction), [tf.shape(x)[0], -1]), axis=-1)
+
+
 class ProbabilisticAPI:
     """reconstruct, sample, elbo, log_likelihood, anomaly_score and the tensor-level capabilities."""
 
@@ -153,17 +158,21 @@ class ProbabilisticAPI:
             method: str. "elbo": -ELBO averaged over `num_samples` posterior samples (what the exported
                 `score` signature serves); "nll": -log p(x), the importance-weighted estimate with
                 `num_samples` samples; "reconstruction": -log p(x | z = mean of q(z|x)), deterministic,
-                and the most sensitive to a few corrupted elements (no KL, no sampling noise).
+                and the most sensitive to a few corrupted elements (no KL, no sampling noise);
+                "reconstruction_error": the sum of squared errors of that reconstruction's mean, blind to
+                the likelihood's scales (what a plain autoencoder or PCA scores).
             num_samples: int. Samples for "elbo" and "nll". Defaults to 1.
         """
         if method == "elbo":
             return -self.elbo(x, num_samples=num_samples, labels=labels)
         if method == "nll":
             return -self.log_likelihood(x, num_samples=num_samples, labels=labels)
-        if method == "reconstruction":
+        if method in ("reconstruction", "reconstruction_error"):
             x = self._check_inputs(x)
-            return -self._map_batches(self._compiled["reconstruction_log_prob"], x, labels=self._check_labels(labels, len(x)))
-        raise ValueError(f"Unknown anomaly score method {method!r}; expected 'elbo', 'nll' or 'reconstruction'.")
+            sign = -1.0 if method == "reconstruction" else 1.0
+            function = self._compiled["reconstruction_log_prob" if method == "reconstruction" else "reconstruction_error"]
+            return sign * self._map_batches(function, x, labels=self._check_labels(labels, len(x)))
+        raise ValueError(f"Unknown anomaly score method {method!r}; expected 'elbo', 'nll', 'reconstruction' or 'reconstruction_error'.")
 
     def score_batch(self, x, seed, labels=None):
         """Per-example scores of a batch tensor, as the exported `score` signature serves them: elbo (one
@@ -171,9 +180,11 @@ class ProbabilisticAPI:
         score is deterministic and does not depend on how requests are batched), reconstruction_error (sum
         of squared errors of the reconstruction) and anomaly_score (-elbo)."""
         elbo = self.elbo_batch(x, 1, seed, shared_noise=True, labels=labels)
-        reconstruction = self(x, training=False, labels=labels)
-        error = tf.reduce_sum(tf.reshape(tf.square(x - reconstruction), [tf.shape(x)[0], -1]), axis=-1)
-        return {"elbo": elbo, "reconstruction_error": error, "anomaly_score": -elbo}
+        return {"elbo": elbo, "reconstruction_error": self.reconstruction_error(x, labels=labels), "anomaly_score": -elbo}
+
+    def reconstruction_error(self, x, labels=None):
+        """sum_i (x_i - E[x_i | z = mean of q(z|x)])^2 per example of a batch tensor."""
+        return squared_error(x, self(x, training=False, labels=labels))
 
     def _reconstruct_batch(self, x, labels=None):
         return self(x, training=False, labels=labels)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from kerasvae import code_priors, codebook, likelihoods
 from kerasvae.models.base import LatentVariableModel
 from kerasvae.models.multi_worker import all_replicas
-from kerasvae.models.probabilistic import batch_function
+from kerasvae.models.probabilistic import batch_function, squared_error
 
 
 @keras.saving.register_keras_serializable(package="kerasvae")
@@ -239,10 +239,9 @@ class VQVAE(LatentVariableModel):
         params = self.posterior_params(x)
         likelihood_params = self.likelihood_params(params["loc"])
         log_px = self.likelihood.log_prob(likelihood_params, x)
-        error = tf.square(x - self.likelihood.mean(likelihood_params))
         return {
             "elbo": log_px + self.prior_layer.log_prob(params["codes"]),
-            "reconstruction_error": tf.reduce_sum(tf.reshape(error, [tf.shape(x)[0], -1]), axis=-1),
+            "reconstruction_error": squared_error(x, self.likelihood.mean(likelihood_params)),
             "anomaly_score": -log_px,
         }
 
