@@ -51,7 +51,8 @@ def ensemble_parts(model):
     """The scores the "ensemble" standardizes and adds. For 8-bit likelihoods of images: the
     complexity-corrected likelihood (their raw ELBO ranks simple images as normal: one-class Fashion-MNIST
     AUROC 0.51-0.59 on pullovers, coats and T-shirts), the latent neighbours and the reconstruction error
-    (BENCHMARKS.md, one-class Fashion-MNIST). Otherwise the ELBO, a density's
+    (which raised one-class Fashion-MNIST from a mean AUROC of 0.936 to 0.942 and from 7 to 9 classes of 10
+    above PCA; BENCHMARKS.md). Otherwise the ELBO, a density's
     own weighting of the errors, and the latent neighbours."""
     if model.likelihood.eight_bit and _is_image(model.data_shape):
         return ("complexity", "latent_neighbors", "reconstruction_error")
