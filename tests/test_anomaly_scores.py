@@ -90,6 +90,10 @@ def test_ensemble_of_an_eight_bit_image_model_adds_the_reconstruction_error_and_
     np.testing.assert_allclose(detector.score(x), by_hand, rtol=1e-4, atol=1e-4)
     served = tf.saved_model.load(str(savedmodel.export_savedmodel(model, tmp_path / "logistic"))).signatures["score"](x=tf.constant(x, tf.float32))
     np.testing.assert_allclose(served["anomaly_score"], by_hand, rtol=1e-4, atol=1e-3)
+    # A model calibrated before the reconstruction error joined the ensemble keeps scoring its two parts.
+    earlier = {key: value for key, value in reference.items() if not key.startswith("reconstruction_error")}
+    two_parts = by_hand - (parts["reconstruction_error"] - reference["reconstruction_error_mean"]) / reference["reconstruction_error_std"]
+    np.testing.assert_allclose(anomaly_scores.score_arrays(model, x, "ensemble", 1, earlier), two_parts, rtol=1e-4, atol=1e-4)
 
 
 def test_complexity_is_the_elbo_less_the_png_code_length(digits_model, digits):

@@ -85,7 +85,9 @@ def batch_scores(model, x, method, num_samples, reference=None, labels=None, see
         return batch_scores(model, x, "elbo", num_samples, labels=labels, seed=seed) - png_bits(x) * np.log(2.0)
     if method == "ensemble":
         total = 0.0
-        for name in ensemble_parts(model):
+        # A reference fitted before a part joined the ensemble (a calibrated model saved earlier) scores
+        # with the parts it has statistics for, as it was calibrated.
+        for name in (name for name in ensemble_parts(model) if f"{name}_mean" in reference):
             score = batch_scores(model, x, name, num_samples, reference, labels=labels, seed=seed)
             total += (score - reference[f"{name}_mean"]) / reference[f"{name}_std"]
         return total
