@@ -52,8 +52,8 @@ def ensemble_parts(model):
     complexity-corrected likelihood (their raw ELBO ranks simple images as normal: one-class Fashion-MNIST
     AUROC 0.51-0.59 on pullovers, coats and T-shirts), the latent neighbours and the reconstruction error
     (which raised one-class Fashion-MNIST from a mean AUROC of 0.936 to 0.942 and from 7 to 9 classes of 10
-    above PCA; BENCHMARKS.md). Otherwise the ELBO, a density's
-    own weighting of the errors, and the latent neighbours."""
+    above PCA; BENCHMARKS.md). Otherwise the ELBO, a density's own weighting of the errors, and the latent
+    neighbours."""
     if model.likelihood.eight_bit and _is_image(model.data_shape):
         return ("complexity", "latent_neighbors", "reconstruction_error")
     return ("elbo", "latent_neighbors")
