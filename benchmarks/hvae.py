@@ -21,6 +21,7 @@ use). Prints one JSON object (and the same without the export check to stderr fi
 """
 
 import argparse
+import inspect
 import json
 import sys
 import tempfile
@@ -69,6 +70,8 @@ def main():
     parser.add_argument("--inference", choices=("top_down", "bottom_up"), default=None)
     parser.add_argument("--model", default="hvae", help="another preset under the same protocol, e.g. vae (a baseline)")
     parser.add_argument("--model-args", default="{}", help="JSON of further preset arguments")
+    parser.add_argument("--vamp-prior", type=int, default=None, metavar="K",
+                        help="a VampPrior of K pseudo-inputs (initialized with K training images) on the top level instead of N(0, I)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="write the trained model to this .keras file")
     args = parser.parse_args()
@@ -83,6 +86,11 @@ def main():
     options = json.loads(args.model_args)
     if args.inference:
         options["inference"] = args.inference
+    if args.vamp_prior:
+        latent_dim = options.get("latent_dim", inspect.signature(build).parameters["latent_dim"].default)
+        start_images = x_train[np.random.default_rng(args.seed).choice(len(x_train), args.vamp_prior, replace=False)]
+        options["prior"] = kv.priors.VampPrior(latent_dim, x_train.shape[1:], args.vamp_prior, seed=args.seed,
+                                               pseudo_inputs_init=start_images)
     model = build(input_shape=x_train.shape[1:], seed=args.seed, **options)
     model.compile()
     train = data.pipeline(x_train, binarize="dynamic", batch_size=recipe.batch_size, seed=args.seed)
@@ -98,7 +106,8 @@ def main():
     result = {
         "model": args.model,
         "inference": getattr(model, "inference", None),
-        "model_args": options,
+        "model_args": {k: v for k, v in options.items() if k != "prior"},
+        "vamp_prior": args.vamp_prior,
         "latent_dims": list(getattr(model, "latent_dims", (model.latent_dim,))),
         "parameters": int(model.count_params()),
         "train_images": len(x_train),
