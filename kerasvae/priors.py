@@ -184,9 +184,11 @@ class VampPrior(Prior):
         input_shape: tuple of int. Shape of one example, e.g. (28, 28, 1).
         num_components: int. Number of pseudo-inputs K. Defaults to 50.
         seed: int or None. Seeds the initial pseudo-inputs, uniform on [0, 1]. Defaults to None.
-        pseudo_inputs_init: array [K, *input_shape] or None. Initial pseudo-inputs, e.g. K training
-            examples, instead of uniform noise. Like the `weights` of keras.layers.Embedding it is not part
-            of the config: its values live in the weights, which saving keeps. Defaults to None.
+        pseudo_inputs_init: array [K, *input_shape], "data" or None. Initial pseudo-inputs instead of
+            uniform noise: an array (like the `weights` of keras.layers.Embedding not part of the config: its
+            values live in the weights, which saving keeps), or "data": K training examples drawn at random
+            (`adapt`), which the model's first `fit` takes from its training sample and `kerasvae train`
+            from the training images. Defaults to None.
 
     >>> import kerasvae as kv
     >>> vae = kv.VAE(kv.networks.MLP((16,)), kv.networks.MLP((16,)), latent_dim=2, input_shape=(8, 8, 1),
@@ -203,6 +205,10 @@ class VampPrior(Prior):
         self.data_shape = tuple(int(d) for d in input_shape)
         self.num_components = int(num_components)
         self.seed = seed
+        self.starts_from_data = isinstance(pseudo_inputs_init, str)
+        if self.starts_from_data and pseudo_inputs_init != "data":
+            raise ValueError(f'pseudo_inputs_init must be an array, "data" or None, got {pseudo_inputs_init!r}.')
+        self.adapted = False
         if self.num_components < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components}.")
         self.pseudo_inputs = self.add_weight(
@@ -210,12 +216,22 @@ class VampPrior(Prior):
             initializer=keras.initializers.RandomUniform(0.0, 1.0, seed=seed),
             name="pseudo_inputs",
         )
-        if pseudo_inputs_init is not None:
+        if pseudo_inputs_init is not None and not self.starts_from_data:
             values = np.asarray(pseudo_inputs_init, np.float32)
             if values.shape != tuple(self.pseudo_inputs.shape):
                 raise ValueError(f"pseudo_inputs_init must have shape {list(self.pseudo_inputs.shape)}, got {list(values.shape)}.")
             self.pseudo_inputs.assign(values)
         self.built = True
+
+    def adapt(self, x, seed=None):
+        """Sets the pseudo-inputs to K examples of x [n, *input_shape] drawn at random (without replacement
+        where n >= K), so the mixture starts on the data instead of on noise. `seed` defaults to the prior's."""
+        x = np.asarray(x, np.float32)
+        if x.shape[1:] != self.data_shape or not len(x):
+            raise ValueError(f"adapt needs examples of shape {self.data_shape}, got an array of shape {x.shape}.")
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        self.pseudo_inputs.assign(x[rng.choice(len(x), self.num_components, replace=len(x) < self.num_components)])
+        self.adapted = True
 
     def distribution(self, posterior=None, temperature=1.0):
         _continuous(temperature)
@@ -232,6 +248,7 @@ class VampPrior(Prior):
             "input_shape": self.data_shape,
             "num_components": self.num_components,
             "seed": self.seed,
+            **({"pseudo_inputs_init": "data"} if self.starts_from_data else {}),
         }
 
 

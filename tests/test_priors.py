@@ -103,6 +103,39 @@ def test_vamp_pseudo_inputs_can_start_from_data(binary_digits):
         priors.VampPrior(latent_dim=4, input_shape=DIGITS_SHAPE, num_components=5, pseudo_inputs_init=x[:3])
 
 
+def test_adapt_draws_the_pseudo_inputs_from_the_examples_it_is_given(digits):
+    x = digits[0][:40]
+    layer = priors.VampPrior(latent_dim=4, input_shape=DIGITS_SHAPE, num_components=12, seed=3)
+    layer.adapt(x)
+    chosen = np.random.default_rng(3).choice(40, 12, replace=False)  # the prior's seed, without replacement
+    np.testing.assert_array_equal(layer.pseudo_inputs.numpy(), x[chosen])
+    layer.adapt(x[:5], seed=0)  # fewer examples than components: drawn with replacement
+    rows = {r.tobytes() for r in layer.pseudo_inputs.numpy()}
+    assert len(rows) <= 5 and rows <= {r.tobytes() for r in x[:5]}
+    with pytest.raises(ValueError, match="shape"):
+        layer.adapt(np.zeros((3, 28, 28, 1), np.float32))
+    with pytest.raises(ValueError, match='"data"'):
+        priors.VampPrior(latent_dim=4, input_shape=DIGITS_SHAPE, pseudo_inputs_init="examples")
+
+
+def test_the_first_fit_starts_data_pseudo_inputs_from_its_training_sample_and_later_fits_keep_them(tmp_path, binary_digits):
+    x = binary_digits[0][:256]
+    model = small_vae(prior=priors.VampPrior(latent_dim=4, input_shape=DIGITS_SHAPE, num_components=8, seed=0,
+                                             pseudo_inputs_init="data"))
+    assert model.prior_layer.get_config()["pseudo_inputs_init"] == "data"
+    model.compile(optimizer=keras.optimizers.SGD(0.0))  # no step moves them: what fit put there stays
+    model.fit(x, epochs=1, batch_size=64, verbose=0)
+    start = model.prior_layer.pseudo_inputs.numpy()
+    np.testing.assert_array_equal(start, x[np.random.default_rng(0).choice(len(x), 8, replace=False)])
+    model.fit(x[::-1].copy(), epochs=1, batch_size=64, verbose=0)
+    np.testing.assert_array_equal(model.prior_layer.pseudo_inputs.numpy(), start)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")  # trained pseudo-inputs come back and stay
+    loaded.fit(x[::-1].copy(), epochs=1, batch_size=64, verbose=0)
+    assert loaded.prior_layer.starts_from_data
+    np.testing.assert_array_equal(loaded.prior_layer.pseudo_inputs.numpy(), start)
+
+
 def test_fit_lowers_the_loss_and_trains_the_prior(trained):
     name, model, history, before = trained
     assert history["loss"][-1] < history["loss"][0] - 3.0, (name, history["loss"])

@@ -275,3 +275,13 @@ def test_train_run_on_one_class_trains_and_validates_on_it_and_records_it(tmp_pa
     assert x_test.shape == (360, 8, 8, 1) and set(y_test) == set(range(10))
     x_normal, y_normal = training.test_images(config, "train", limit=50, classes=config["classes"])
     assert len(x_normal) == 50 and set(y_normal) == {3}
+
+
+def test_train_run_starts_a_data_vamp_prior_from_the_training_images(tmp_path, digits):
+    """The hvae preset's pseudo-inputs start from grey training images drawn with the run's seed, as
+    benchmarks/hvae.py measured it (learning rate 0 keeps them where the run put them)."""
+    model, _ = training.train_run(tmp_path / "run", model="hvae", dataset="digits", binarize="dynamic", epochs=1,
+                                  learning_rate=1e-12, seed=3, figures=False, verbose=0)
+    x_train = digits[0]
+    chosen = np.random.default_rng(3).choice(len(x_train), model.prior_layer.num_components, replace=False)
+    np.testing.assert_allclose(model.prior_layer.pseudo_inputs.numpy(), x_train[chosen], atol=1e-6)

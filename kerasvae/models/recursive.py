@@ -326,5 +326,5 @@ class RecursiveAutoencoder(keras.Model):
         config = super().get_config()
         config.update(features=self.features, code_dim=self.code_dim, normalize=self.normalize,
                       weight_by_leaves=self.weight_by_leaves, leaf_weight=self.leaf_weight,
-                      unfold_weight=self.unfold_weight,                       tree_trains_leaves=self.tree_trains_leaves, seed=self.seed)
+                      unfold_weight=self.unfold_weight, tree_trains_leaves=self.tree_trains_leaves, seed=self.seed)
         return config

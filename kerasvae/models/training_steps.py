@@ -84,12 +84,17 @@ class TrainingSteps:
         super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution, **kwargs)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, steps_per_epoch=None, **kwargs):
-        """Keras's `fit`, after fitting the model's step schedules to the run (`plan_run`) and, when the
-        optimizer averages the weights, validating on the average (`kv.callbacks.ValidateAveragedWeights`),
-        so the `val_*` metrics describe the model `fit` leaves behind."""
+        """Keras's `fit`, after three things a fresh model takes from a sample of its training data (an "auto"
+        likelihood's choice, a check of the data against the likelihood, a VampPrior's pseudo-inputs where it
+        starts from data), fitting the model's step schedules to the run (`plan_run`) and, when the optimizer
+        averages the weights, validating on the average (`kv.callbacks.ValidateAveragedWeights`), so the
+        `val_*` metrics describe the model `fit` leaves behind."""
         sample = training_sample(x)
         self.choose_likelihood(sample)
         self.likelihood.check_training_data(sample)
+        prior = getattr(self, "prior_layer", None)
+        if getattr(prior, "starts_from_data", False) and not prior.adapted and not (self.optimizer is not None and self.optimizer.built):
+            prior.adapt(sample)  # a VampPrior's pseudo_inputs_init="data", once, before the first step
         steps = run_steps(x, batch_size, epochs, steps_per_epoch, kwargs.get("validation_split", 0.0))
         if steps:
             self.plan_run(steps)
