@@ -208,7 +208,6 @@ class VampPrior(Prior):
         self.starts_from_data = isinstance(pseudo_inputs_init, str)
         if self.starts_from_data and pseudo_inputs_init != "data":
             raise ValueError(f'pseudo_inputs_init must be an array, "data" or None, got {pseudo_inputs_init!r}.')
-        self.adapted = False
         if self.num_components < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components}.")
         self.pseudo_inputs = self.add_weight(
@@ -221,7 +220,16 @@ class VampPrior(Prior):
             if values.shape != tuple(self.pseudo_inputs.shape):
                 raise ValueError(f"pseudo_inputs_init must have shape {list(self.pseudo_inputs.shape)}, got {list(values.shape)}.")
             self.pseudo_inputs.assign(values)
+        # Whether the pseudo-inputs have started from data: a weight, so that a saved model keeps it and no
+        # later fit starts them again (also after load_model(..., compile=False) and a new optimizer).
+        self.started_from_data = (self.add_weight(shape=(), initializer="zeros", trainable=False, name="started_from_data")
+                                  if self.starts_from_data else None)
         self.built = True
+
+    @property
+    def adapted(self):
+        """True once `adapt` has set the pseudo-inputs of a prior that starts from data."""
+        return self.started_from_data is not None and bool(self.started_from_data.numpy())
 
     def adapt(self, x, seed=None):
         """Sets the pseudo-inputs to K examples of x [n, *input_shape] drawn at random (without replacement
@@ -231,7 +239,8 @@ class VampPrior(Prior):
             raise ValueError(f"adapt needs examples of shape {self.data_shape}, got an array of shape {x.shape}.")
         rng = np.random.default_rng(self.seed if seed is None else seed)
         self.pseudo_inputs.assign(x[rng.choice(len(x), self.num_components, replace=len(x) < self.num_components)])
-        self.adapted = True
+        if self.started_from_data is not None:
+            self.started_from_data.assign(1.0)
 
     def distribution(self, posterior=None, temperature=1.0):
         _continuous(temperature)

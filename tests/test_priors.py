@@ -130,10 +130,13 @@ def test_the_first_fit_starts_data_pseudo_inputs_from_its_training_sample_and_la
     model.fit(x[::-1].copy(), epochs=1, batch_size=64, verbose=0)
     np.testing.assert_array_equal(model.prior_layer.pseudo_inputs.numpy(), start)
     model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")  # trained pseudo-inputs come back and stay
-    loaded.fit(x[::-1].copy(), epochs=1, batch_size=64, verbose=0)
-    assert loaded.prior_layer.starts_from_data
-    np.testing.assert_array_equal(loaded.prior_layer.pseudo_inputs.numpy(), start)
+    for compiled in (True, False):  # trained pseudo-inputs come back and stay, also under a new optimizer
+        loaded = keras.saving.load_model(tmp_path / "m.keras", compile=compiled)
+        if not compiled:
+            loaded.compile(optimizer=keras.optimizers.SGD(0.0))
+        loaded.fit(x[::-1].copy(), epochs=1, batch_size=64, verbose=0)
+        assert loaded.prior_layer.starts_from_data and loaded.prior_layer.adapted
+        np.testing.assert_array_equal(loaded.prior_layer.pseudo_inputs.numpy(), start)
 
 
 def test_fit_lowers_the_loss_and_trains_the_prior(trained):

@@ -93,8 +93,8 @@ class TrainingSteps:
         self.choose_likelihood(sample)
         self.likelihood.check_training_data(sample)
         prior = getattr(self, "prior_layer", None)
-        if getattr(prior, "starts_from_data", False) and not prior.adapted and not (self.optimizer is not None and self.optimizer.built):
-            prior.adapt(sample)  # a VampPrior's pseudo_inputs_init="data", once, before the first step
+        if getattr(prior, "starts_from_data", False) and not prior.adapted:
+            prior.adapt(sample)  # a VampPrior's pseudo_inputs_init="data", once in the model's life
         steps = run_steps(x, batch_size, epochs, steps_per_epoch, kwargs.get("validation_split", 0.0))
         if steps:
             self.plan_run(steps)
