@@ -85,8 +85,7 @@ def main():
     if args.inference:
         options["inference"] = args.inference
     model = build(input_shape=x_train.shape[1:], seed=args.seed, **options)
-    if getattr(model.prior_layer, "starts_from_data", False):  # as `kerasvae train` does
-        model.prior_layer.adapt(x_train, seed=args.seed)
+    model.start_prior_from_data(x_train, seed=args.seed)  # as `kerasvae train` does
     model.compile()
     train = data.pipeline(x_train, binarize="dynamic", batch_size=recipe.batch_size, seed=args.seed)
     budget = WallTimeBudget(60 * args.minutes)

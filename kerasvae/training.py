@@ -297,8 +297,7 @@ def train_run(
     # then names the head, and the parameter-server chief, which trains without model.fit, gets it too.
     sample = data.binarize_static(x_train[:1024], seed) if binarize else x_train[:1024]
     vae.choose_likelihood(sample)
-    if getattr(getattr(vae, "prior_layer", None), "starts_from_data", False):  # the images as loaded, as benchmarks/hvae.py measured
-        vae.prior_layer.adapt(x_train, seed=seed)
+    vae.start_prior_from_data(x_train, seed=seed)  # the images as loaded, as benchmarks/hvae.py measured
     likelihood = likelihoods.choose(sample) if likelihood == "auto" else likelihood
     config = runs.RunConfig(
         model=model.replace("_", "-"),  # the CLI's spelling, whichever the caller used

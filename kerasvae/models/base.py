@@ -91,6 +91,15 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         self._compile_batch_functions()
         self._build_now()
 
+    def start_prior_from_data(self, x, seed=None):
+        """Draws a VampPrior's pseudo-inputs from the examples x (numpy) where it was built with
+        pseudo_inputs_init="data" and has not started yet: once in the model's life, before its first step.
+        `fit` calls it with a sample of the training data, `kerasvae train` with the training images. Other
+        priors stay as they are."""
+        prior = getattr(self, "prior_layer", None)
+        if getattr(prior, "starts_from_data", False) and not prior.adapted:
+            prior.adapt(x, seed=seed)
+
     def choose_likelihood(self, x):
         """Puts the likelihood `kerasvae.likelihoods.choose` picks for data x (numpy) in place of a
         likelihood="auto" head; `fit` calls it with a sample of the training data. Other heads stay. The new

@@ -92,9 +92,7 @@ class TrainingSteps:
         sample = training_sample(x)
         self.choose_likelihood(sample)
         self.likelihood.check_training_data(sample)
-        prior = getattr(self, "prior_layer", None)
-        if getattr(prior, "starts_from_data", False) and not prior.adapted:
-            prior.adapt(sample)  # a VampPrior's pseudo_inputs_init="data", once in the model's life
+        self.start_prior_from_data(sample)
         steps = run_steps(x, batch_size, epochs, steps_per_epoch, kwargs.get("validation_split", 0.0))
         if steps:
             self.plan_run(steps)
