@@ -186,7 +186,9 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
     if steps_per_epoch is None:
         steps_per_epoch = _cardinality(dataset)
     model.plan_run(epochs * steps_per_epoch)  # as model.fit does: the step schedules fit the run
-    model.choose_likelihood(training_sample(dataset))  # as model.fit does: likelihood="auto" takes the data's head
+    sample = training_sample(dataset)
+    model.choose_likelihood(sample)  # as model.fit does: likelihood="auto" takes the data's head
+    model.start_prior_from_data(sample)  # and a VampPrior with pseudo_inputs_init="data" its start
     if not model.optimizer.built:  # its variables go on the ps tasks, not into a worker's step
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
