@@ -26,8 +26,7 @@ import numpy as np
 
 import kerasvae as kv
 from kerasvae import data
-
-NEIGHBORS = 5
+from kerasvae.apps.anomaly_scores import NEIGHBORS, neighbor_distance
 
 
 def sequences(name, window, kinds=data.SERIES_KINDS, length=64, train_size=2048):
@@ -45,14 +44,6 @@ def sequences(name, window, kinds=data.SERIES_KINDS, length=64, train_size=2048)
     else:
         x_train, y_train = x_train[:1408], y_train[:1408]
     return x_train[..., 0], y_train, x_test[..., 0], y_test, None
-
-
-def neighbour_distance(reference, codes):
-    """Mean Euclidean distance of each code to its NEIGHBORS nearest reference codes."""
-    from sklearn.neighbors import NearestNeighbors
-
-    distances, _ = NearestNeighbors(n_neighbors=NEIGHBORS).fit(reference).kneighbors(codes)
-    return distances.mean(axis=1)
 
 
 def main():
@@ -73,8 +64,9 @@ def main():
     steps = x_train.shape[1]
 
     def inputs(x):
-        merges = kv.RecursiveAutoencoder.balanced_merges(np.full(len(x), steps), steps)
-        return {"x": x, "merges": merges} if args.trees == "balanced" else {"x": x}
+        if args.trees == "greedy":
+            return {"x": x}
+        return {"x": x, "merges": kv.RecursiveAutoencoder.balanced_merges(np.full(len(x), steps), steps)}
 
     keras.utils.set_random_seed(args.seed)
     model = kv.RecursiveAutoencoder(features=x_train.shape[2], code_dim=args.code_dim, seed=args.seed)
@@ -92,7 +84,8 @@ def main():
         train_codes = encode(x_train)
         result[f"probe_{name}"] = round(kv.apps.linear_probe(train_codes, y_train, encode(x_test), y_test), 4)
         if spikes:
-            result[f"spike_auroc_{name}"] = round(float(roc_auc_score(spikes[1], neighbour_distance(train_codes, encode(spikes[0])))), 4)
+            distances = neighbor_distance(encode(spikes[0]), train_codes, NEIGHBORS).numpy()
+            result[f"spike_auroc_{name}"] = round(float(roc_auc_score(spikes[1], distances)), 4)
     if spikes:
         result["spike_auroc_model_score"] = round(float(roc_auc_score(spikes[1], model.score(inputs(spikes[0])).numpy())), 4)
     print(json.dumps(result))
