@@ -61,10 +61,16 @@ def test_reference_scores_by_hand(digits_model, digits):
     assert typicality["elbo_mean"] == pytest.approx(mean, rel=1e-5)
     np.testing.assert_allclose(anomaly_scores.score_arrays(model, x, "typicality", 1, typicality), np.abs(elbo - mean), rtol=1e-4, atol=1e-3)
 
-    ensemble = anomaly_scores.fit_reference(model, "ensemble", 1, x_reference, x_reference[:100])
-    standardized = [(anomaly_scores.score_arrays(model, x, name, 1, ensemble) - ensemble[f"{name}_mean"]) / ensemble[f"{name}_std"]
-                    for name in anomaly_scores.ensemble_parts(model)]
-    np.testing.assert_allclose(anomaly_scores.score_arrays(model, x, "ensemble", 1, ensemble), np.sum(standardized, 0), rtol=1e-4, atol=1e-4)
+    held = x_reference[:100]
+    ensemble = anomaly_scores.fit_reference(model, "ensemble", 1, x_reference, held)
+    parts = anomaly_scores.ensemble_parts(model)
+    standardize = lambda name, x: (anomaly_scores.score_arrays(model, x, name, 1, ensemble) - ensemble[f"{name}_mean"]) / ensemble[f"{name}_std"]
+    # Weights: each part's mean standardized score on pseudo-anomalies of the held-out images (d'), scaled to a mean of 1.
+    shifts = np.array([max(standardize(name, anomaly_scores.pseudo_anomalies(held, seed=1)).mean(), 0.0) for name in parts])
+    assert shifts.sum() > 0
+    np.testing.assert_allclose([ensemble[f"{name}_weight"] for name in parts], shifts * len(parts) / shifts.sum(), rtol=1e-4)
+    by_hand = sum(ensemble[f"{name}_weight"] * standardize(name, x) for name in parts)
+    np.testing.assert_allclose(anomaly_scores.score_arrays(model, x, "ensemble", 1, ensemble), by_hand, rtol=1e-4, atol=1e-4)
 
 
 def test_reconstruction_error_is_the_squared_error_of_the_mean_reconstruction(digits_model, digits):
@@ -75,8 +81,8 @@ def test_reconstruction_error_is_the_squared_error_of_the_mean_reconstruction(di
 
 
 def test_ensemble_of_an_eight_bit_image_model_adds_the_reconstruction_error_and_is_served(digits, tmp_path):
-    """With a probability of 8-bit levels (the discretized logistic) the ensemble standardizes and adds the
-    complexity-corrected likelihood, the latent neighbours and the reconstruction error; the SavedModel's
+    """With a probability of 8-bit levels (the discretized logistic) the ensemble standardizes, weighs and adds
+    the complexity-corrected likelihood, the latent neighbours and the reconstruction error; the SavedModel's
     `score` serves the same sum."""
     x_reference, x = np.round(digits[0][:300] * 255) / 255, np.round(digits[2][:40] * 255) / 255
     model = kv.presets.mlp_vae(input_shape=DIGITS_SHAPE, latent_dim=4, hidden=(32,), likelihood="logistic", seed=0)
@@ -86,13 +92,15 @@ def test_ensemble_of_an_eight_bit_image_model_adds_the_reconstruction_error_and_
     parts = {"complexity": anomaly_scores.score_arrays(model, x, "elbo", 1) - anomaly_scores.png_bits(tf.constant(x)).numpy() * np.log(2),
              "latent_neighbors": anomaly_scores.score_arrays(model, x, "latent_neighbors", 1, reference),
              "reconstruction_error": ((x - model.reconstruct(x)) ** 2).reshape(len(x), -1).sum(1)}
-    by_hand = sum((score - reference[f"{name}_mean"]) / reference[f"{name}_std"] for name, score in parts.items())
+    standardized = {name: (score - reference[f"{name}_mean"]) / reference[f"{name}_std"] for name, score in parts.items()}
+    by_hand = sum(reference[f"{name}_weight"] * z for name, z in standardized.items())
     np.testing.assert_allclose(detector.score(x), by_hand, rtol=1e-4, atol=1e-4)
     served = tf.saved_model.load(str(savedmodel.export_savedmodel(model, tmp_path / "logistic"))).signatures["score"](x=tf.constant(x, tf.float32))
     np.testing.assert_allclose(served["anomaly_score"], by_hand, rtol=1e-4, atol=1e-3)
-    # A model calibrated before the reconstruction error joined the ensemble keeps scoring its two parts.
-    earlier = {key: value for key, value in reference.items() if not key.startswith("reconstruction_error")}
-    two_parts = by_hand - (parts["reconstruction_error"] - reference["reconstruction_error_mean"]) / reference["reconstruction_error_std"]
+    # A model calibrated before the reconstruction error joined the ensemble, and before its weights, keeps
+    # scoring the plain sum of its two parts.
+    earlier = {key: value for key, value in reference.items() if not key.startswith("reconstruction_error") and not key.endswith("_weight")}
+    two_parts = standardized["complexity"] + standardized["latent_neighbors"]
     np.testing.assert_allclose(anomaly_scores.score_arrays(model, x, "ensemble", 1, earlier), two_parts, rtol=1e-4, atol=1e-4)
 
 

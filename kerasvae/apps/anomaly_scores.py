@@ -14,11 +14,16 @@ anomalous; `reference` is the dict of normal-data statistics `fit_reference` com
     latent_density    1/2 (mu(x) - m)^T S^-1 (mu(x) - m): -log of a Gaussian fitted to the posterior means
                       mu of normal data, up to a constant (the Mahalanobis distance in latent space)
     latent_neighbors  mean Euclidean distance from mu(x) to its k nearest normal posterior means
-    ensemble          sum over `ensemble_parts` of (s(x) - mean_s) / std_s, each score standardized on
+    ensemble          sum over `ensemble_parts` of w_s (s(x) - mean_s) / std_s, each score standardized on
                       held-out normal data: the likelihood says how well x is explained (complexity-corrected
                       where p(x|z) is a probability of 8-bit levels, else the ELBO), the neighbours how usual
                       its code is; with 8-bit images also the reconstruction's squared error, which weighs
-                      every pixel alike where the learned likelihood forgives pixels it finds uncertain
+                      every pixel alike where the learned likelihood forgives pixels it finds uncertain.
+                      w_s is proportional to the part's separation d'_s = mean standardized score of
+                      pseudo-anomalies made from the held-out data (`pseudo_anomalies`), clipped at 0 and
+                      scaled to a mean of 1: for standardized, independent parts the weights that separate
+                      two means best (Fisher's discriminant) are proportional to the shifts. A conditional
+                      model's parts weigh 1 (pseudo-anomalies have no labels)
 
 Every score is written once, on tensors, and serves both `AnomalyDetector.score` and the exported `score`
 signature (kerasvae.export), so a served score equals the Python one.
@@ -87,9 +92,10 @@ def batch_scores(model, x, method, num_samples, reference=None, labels=None, see
         total = 0.0
         # A reference fitted before a part joined the ensemble (a calibrated model saved earlier) scores
         # with the parts it has statistics for, as it was calibrated.
+        # Parts fitted before the weights existed weigh 1.
         for name in (name for name in ensemble_parts(model) if f"{name}_mean" in reference):
             score = batch_scores(model, x, name, num_samples, reference, labels=labels, seed=seed)
-            total += (score - reference[f"{name}_mean"]) / reference[f"{name}_std"]
+            total += reference.get(f"{name}_weight", 1.0) * (score - reference[f"{name}_mean"]) / reference[f"{name}_std"]
         return total
     codes = model.posterior_params(x, labels=labels)["loc"]
     if method == "latent_density":
@@ -139,7 +145,22 @@ def fit_reference(model, method, num_samples, x_reference, x_held_out, labels_re
     for name in standardized:  # typicality needs the ELBO's mean only; its std costs nothing
         scores = score_arrays(model, x_held_out, name, num_samples, reference, labels=labels_held_out)
         reference.update({f"{name}_mean": float(scores.mean()), f"{name}_std": float(scores.std() + 1e-6)})
+    if method == "ensemble" and labels_held_out is None:
+        reference.update(_ensemble_weights(model, num_samples, reference, x_held_out))
     return reference
+
+
+def _ensemble_weights(model, num_samples, reference, x_held_out):
+    """{part_weight}: each ensemble part's separation d' of pseudo-anomalies from the held-out normal data it
+    was standardized on, clipped at 0, scaled to a mean of 1 (equal weights where none separates). The
+    pseudo-anomalies use another seed than AnomalyDetector's choice of score, which they would otherwise
+    favour."""
+    fake = pseudo_anomalies(x_held_out, seed=1)
+    parts = ensemble_parts(model)
+    shifts = np.array([max(float(np.mean((score_arrays(model, fake, name, num_samples, reference) - reference[f"{name}_mean"])
+                                         / reference[f"{name}_std"])), 0.0) for name in parts])
+    weights = shifts * len(parts) / shifts.sum() if shifts.sum() > 0 else np.ones(len(parts))
+    return {f"{name}_weight": float(f"{weight:.6g}") for name, weight in zip(parts, weights)}
 
 
 def _listed(array):
