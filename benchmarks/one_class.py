@@ -4,7 +4,8 @@ the whole test set, AUROC of that class against the nine others; every class in 
 
 Per class, in the same run: a preset trained `--epochs` epochs on the class's training images minus the
 last HELD_OUT (what `AnomalyDetector.fit` holds out for its reference statistics and its choice); the
-AUROC of every score `kv.apps.AnomalyDetector` offers, each fitted on the same normal images; the score
+AUROC of every score `kv.apps.AnomalyDetector` offers, each fitted on the same normal images (and the
+ensemble with equal weights beside its weighted sum); the score
 "auto" chooses with normal data only and its AUROC; and two classical baselines: PCA reconstruction error
 (as many components as the model has latent dimensions) and the mean distance to the 5 nearest normal
 training images in pixel space. Prints one JSON object (and a progress line per class on stderr).
@@ -56,6 +57,11 @@ def main():
             if method != "nll":
                 detector = kv.apps.AnomalyDetector(model, method=method).fit(x_normal)
                 row[method] = kv.apps.detection_metrics(detector.score(x_test), is_anomaly)["auroc"]
+            if method == "ensemble":  # the same parts, standardized on the same data, with equal weights
+                equal = {k: v for k, v in detector.reference.items() if not k.endswith("_weight")}
+                scores = anomaly_scores.score_arrays(model, x_test, "ensemble", detector.num_samples, equal)
+                row["ensemble_equal_weights"] = kv.apps.detection_metrics(scores, is_anomaly)["auroc"]
+                row["ensemble_weights"] = {k: v for k, v in detector.reference.items() if k.endswith("_weight")}
         detector = kv.apps.AnomalyDetector(model).fit(x_normal)
         row["auto"] = kv.apps.detection_metrics(detector.score(x_test), is_anomaly)["auroc"]
         row["auto_choice"] = detector.method
