@@ -29,9 +29,9 @@ class AnomalyDetector:
     error of that reconstruction's mean); and the scores that compare x with normal data
     (kerasvae.apps.anomaly_scores): "typicality", "complexity" (Serra et al. 2020's likelihood ratio
     against a PNG coder), "latent_density" (Mahalanobis in latent space), "latent_neighbors" (distance to
-    the nearest normal codes) and "ensemble" (the standardized sum of the complexity-corrected likelihood,
-    the latent neighbours and the reconstruction error for 8-bit images; the ELBO and the latent
-    neighbours for densities). "auto", the default, chooses among them at `fit` with normal data only: it holds out
+    the nearest normal codes) and "ensemble" (a weighted sum of the standardized complexity-corrected
+    likelihood, latent neighbours and reconstruction error for 8-bit images; of the ELBO and the latent
+    neighbours for densities; each weighted by how well it separates pseudo-anomalies). "auto", the default, chooses among them at `fit` with normal data only: it holds out
     part of the normal data, makes anomalies from it (`anomaly_scores.pseudo_anomalies`: flipped, turned,
     shifted, overlaid inputs) and keeps the score that separates the two best (AUROC, in `selection`).
 

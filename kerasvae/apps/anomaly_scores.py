@@ -53,7 +53,7 @@ def available(model):
 
 
 def ensemble_parts(model):
-    """The scores the "ensemble" standardizes and adds. For 8-bit likelihoods of images: the
+    """The scores the "ensemble" standardizes, weighs and adds. For 8-bit likelihoods of images: the
     complexity-corrected likelihood (their raw ELBO ranks simple images as normal: one-class Fashion-MNIST
     AUROC 0.51-0.59 on pullovers, coats and T-shirts), the latent neighbours and the reconstruction error
     (which raised one-class Fashion-MNIST from a mean AUROC of 0.936 to 0.942 and from 7 to 9 classes of 10
