@@ -46,6 +46,18 @@ def sequences(name, window, kinds=data.SERIES_KINDS, length=64, train_size=2048)
     return x_train[..., 0], y_train, x_test[..., 0], y_test, None
 
 
+def tree_depths(merges):
+    """Depth of each root [batch] of merge orders [batch, steps - 1] (RecursiveAutoencoder's format): the
+    longest path to a leaf, steps - 1 for a chain that adds one leaf at a time, about log2(steps) balanced."""
+    depths = []
+    for row in np.asarray(merges):
+        nodes = [0] * (len(row) + 1)
+        for k in row[row >= 0]:
+            nodes[k:k + 2] = [max(nodes[k], nodes[k + 1]) + 1]
+        depths.append(nodes[0])
+    return np.array(depths)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("digits", "fashion_mnist", "series"), default="digits")
@@ -57,6 +69,7 @@ def main():
     parser.add_argument("--train-size", type=int, default=2048, help="training series")
     parser.add_argument("--code-dim", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unweighted", action="store_true", help="weight_by_leaves=False: both children's errors weigh 1/2")
     args = parser.parse_args()
     from sklearn.metrics import roc_auc_score
 
@@ -69,7 +82,7 @@ def main():
         return {"x": x, "merges": kv.RecursiveAutoencoder.balanced_merges(np.full(len(x), steps), steps)}
 
     keras.utils.set_random_seed(args.seed)
-    model = kv.RecursiveAutoencoder(features=x_train.shape[2], code_dim=args.code_dim, seed=args.seed)
+    model = kv.RecursiveAutoencoder(features=x_train.shape[2], code_dim=args.code_dim, weight_by_leaves=not args.unweighted, seed=args.seed)
     batches = len(x_train) // 64
     model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False, steps_per_execution=batches)
     start = time.perf_counter()
@@ -77,7 +90,8 @@ def main():
     series = {"window": args.window, "kinds": args.kinds, "length": args.length} if spikes else {}
     result = {"data": args.data, "trees": args.trees, "epochs": args.epochs, **series,
               "train": len(x_train), "test": len(x_test), "steps": steps, "train_seconds": round(time.perf_counter() - start, 1),
-              "final_loss": round(float(history["loss"][-1]), 4)}
+              "final_loss": round(float(history["loss"][-1]), 4),
+              "mean_tree_depth": round(float(tree_depths(model.tree(inputs(x_test))["merges"]).mean()), 2)}
     codes = {"root": lambda x: model(inputs(x)).numpy(),
              "mean_leaves": lambda x: model.mean_leaves(x).numpy()}
     for name, encode in codes.items():
