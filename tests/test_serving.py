@@ -148,7 +148,8 @@ def test_clients_agree_with_the_savedmodel_over_grpc_and_rest(served):
     expected_samples = local["sample"](num_samples=tf.constant(3), seed=tf.constant([4, 2]))["x"].numpy()
     for client in (grpc_client, rest_client):
         np.testing.assert_allclose(client.decode(Z)["mean"], expected_mean, atol=1e-5)
-        np.testing.assert_allclose(client.score(X)["elbo"], expected_elbo, atol=1e-4)
+        # Requests of 2 examples sum ~500 nats in another order than one call of 5: float32 rounding, ~3e-7 relative.
+        np.testing.assert_allclose(client.score(X)["elbo"], expected_elbo, rtol=2e-6, atol=1e-4)
         np.testing.assert_allclose(client.sample(3, seed=(4, 2)), expected_samples, atol=1e-5)
         assert client.reconstruct(X).shape == X.shape and client.encode(X)["loc"].shape == (5, 4)
         assert client.status() == [{"version": 1, "state": "AVAILABLE"}]
