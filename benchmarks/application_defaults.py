@@ -22,7 +22,6 @@ import json
 import time
 
 import keras
-import numpy as np
 
 import kerasvae as kv
 
@@ -52,8 +51,8 @@ def main():
         start = time.perf_counter()
         model.fit(x_fit, epochs=args.epochs, batch_size=args.batch_size, verbose=0)
         row = {"likelihood": type(model.likelihood).__name__, "train_seconds": round(time.perf_counter() - start, 1)}
-        features = np.asarray(model.latent_features(x_train))
-        row["active_units"] = int((features.var(0) > 0.01).sum())
+        features = model.latent_features(x_train)
+        row["active_units"] = kv.evaluation.active_units(features)
         pca = kv.apps.PCABaseline(model.latent_dim).fit(x_train)
         row["probe"] = kv.apps.linear_probe(features, y_train, model.latent_features(x_test), y_test)
         row["probe_pca"] = kv.apps.linear_probe(pca.encode(x_train), y_train, pca.encode(x_test), y_test)

@@ -44,13 +44,19 @@ def evaluate(model, x, num_samples=1000, batch_size=256, seed=0, verbose=0, prec
         "bits_per_dim": float(np.mean(nll) / (math.prod(x.shape[1:]) * math.log(2.0))),
         "num_samples": int(num_samples),
         "num_examples": len(x),
-        "active_units": int(np.sum(np.var(posterior_means, axis=0) > ACTIVE_UNIT_THRESHOLD)),
+        "active_units": active_units(posterior_means),
         "latent_dim": int(model.latent_dim),
     }
     kl_dims = objectives.kl_per_dimension(q, model.prior)
     if kl_dims is not None:
         report["kl_per_dim"] = [round(float(v), 4) for v in np.mean(np.asarray(kl_dims), axis=0)]
     return report
+
+
+def active_units(posterior_means):
+    """How many latent dimensions of posterior means [n, latent_dim] vary across the n examples with
+    variance above ACTIVE_UNIT_THRESHOLD (Burda et al. 2016): the units the model uses."""
+    return int(np.sum(np.var(np.asarray(posterior_means), axis=0) > ACTIVE_UNIT_THRESHOLD))
 
 
 def importance_weighted_nll(model, x, num_samples, batch_size=256, seed=0, verbose=0, precision=None):
