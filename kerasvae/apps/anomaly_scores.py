@@ -91,11 +91,10 @@ def batch_scores(model, x, method, num_samples, reference=None, labels=None, see
     if method == "ensemble":
         total = 0.0
         # A reference fitted before a part joined the ensemble (a calibrated model saved earlier) scores
-        # with the parts it has statistics for, as it was calibrated.
-        # Parts fitted before the weights existed weigh 1.
+        # with the parts it has statistics for, as it was calibrated; one fitted before the weights, with weight 1.
         for name in (name for name in ensemble_parts(model) if f"{name}_mean" in reference):
             score = batch_scores(model, x, name, num_samples, reference, labels=labels, seed=seed)
-            total += reference.get(f"{name}_weight", 1.0) * (score - reference[f"{name}_mean"]) / reference[f"{name}_std"]
+            total += reference.get(f"{name}_weight", 1.0) * _standardized(score, name, reference)
         return total
     codes = model.posterior_params(x, labels=labels)["loc"]
     if method == "latent_density":
@@ -157,10 +156,16 @@ def _ensemble_weights(model, num_samples, reference, x_held_out):
     favour."""
     fake = pseudo_anomalies(x_held_out, seed=1)
     parts = ensemble_parts(model)
-    shifts = np.array([max(float(np.mean((score_arrays(model, fake, name, num_samples, reference) - reference[f"{name}_mean"])
-                                         / reference[f"{name}_std"])), 0.0) for name in parts])
+    shifts = np.array([max(float(np.mean(_standardized(score_arrays(model, fake, name, num_samples, reference), name, reference))), 0.0)
+                       for name in parts])
     weights = shifts * len(parts) / shifts.sum() if shifts.sum() > 0 else np.ones(len(parts))
     return {f"{name}_weight": float(f"{weight:.6g}") for name, weight in zip(parts, weights)}
+
+
+def _standardized(score, name, reference):
+    """(s - mean_s) / std_s of an ensemble part's scores (tensor or numpy), with the held-out normal
+    statistics `fit_reference` stored for it."""
+    return (score - reference[f"{name}_mean"]) / reference[f"{name}_std"]
 
 
 def _listed(array):
