@@ -303,7 +303,7 @@ def choose(x):
     other values in [0, 1], and "gaussian_per_element" (a Gaussian with a learned scale per element) for
     real data beyond [0, 1].
 
-    Measured on Fashion-MNIST grey levels, `mlp_vae`, 10 epochs (BENCHMARKS.md, "Denoising and features
+    Measured on Fashion-MNIST grey levels, `mlp_vae` with the classic Adam 1e-3, 10 epochs (BENCHMARKS.md, "Denoising and features
     with the presets' defaults"): the logistic's posterior means give a linear probe of 0.808-0.823 over
     three runs, level with PCA-32's 0.814 (Bernoulli 0.796, Gaussian 0.808, continuous Bernoulli 0.802),
     and MAP denoising gains 8.6 dB at sigma 0.3 (Bernoulli 8.2, Gaussian 7.5, continuous Bernoulli 5.4).

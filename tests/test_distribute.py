@@ -149,8 +149,9 @@ def launch_workers(out, epochs, logs, extra=()):
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-        command = [sys.executable, "-m", "kerasvae.cli", "train", "--strategy", "multi-worker", "--dataset", "digits",
-                   "--epochs", str(epochs), "--latent-dim", "4", "--batch-size", "256", "--out", str(out), *extra]
+        command = [sys.executable, "-m", "kerasvae.cli", "train", "--strategy", "multi-worker", "--model", "mlp-vae",
+                   "--dataset", "digits", "--epochs", str(epochs), "--latent-dim", "4", "--batch-size", "256",
+                   "--out", str(out), *extra]
         path = logs / f"worker{index}-{time.monotonic_ns()}.log"
         with open(path, "w") as log:  # the child keeps its own handle
             env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
@@ -198,7 +199,7 @@ def test_multi_worker_run_survives_a_killed_worker_and_resumes(tmp_path, digits)
     assert json.loads((out / "config.json").read_text())["num_replicas"] == 2
 
     model = keras.saving.load_model(out / "model.keras")
-    # the chief's model, on the test split, with the bound val_loss estimates (the vae preset's IWAE-10)
+    # the chief's model, on the test split, with the bound val_loss estimates (mlp-vae's ELBO)
     test_loss = -float(np.mean(model.log_likelihood(digits[2], num_samples=model.num_samples, seed=0)))
     assert test_loss == pytest.approx(history["val_loss"][-1], rel=0.05)
     assert test_loss < history["val_loss"][0]
@@ -225,8 +226,8 @@ def test_parameter_server_run_trains_on_two_workers_and_one_ps(tmp_path, digits)
     ports = free_ports(4)
     jobs = {"chief": [f"localhost:{ports[0]}"], "worker": [f"localhost:{p}" for p in ports[1:3]], "ps": [f"localhost:{ports[3]}"]}
     out, epochs = tmp_path / "run", 2
-    command = [sys.executable, "-m", "kerasvae.cli", "train", "--strategy", "parameter-server", "--dataset", "digits",
-               "--epochs", str(epochs), "--latent-dim", "4", "--batch-size", "64", "--out", str(out)]
+    command = [sys.executable, "-m", "kerasvae.cli", "train", "--strategy", "parameter-server", "--model", "mlp-vae",
+               "--dataset", "digits", "--epochs", str(epochs), "--latent-dim", "4", "--batch-size", "64", "--out", str(out)]
     processes = []
     try:
         for task, index in (("ps", 0), ("worker", 0), ("worker", 1), ("chief", 0)):

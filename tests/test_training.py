@@ -125,7 +125,9 @@ def test_the_presets_training_defaults_fill_what_the_command_leaves_unset(tmp_pa
 
     assert doctest.testmod(presets).failed == 0
     assert presets.training_defaults("vae-best")["epochs"] == 45 and presets.training_defaults("mlp_vae")["epochs"] == 10
-    assert presets.training_defaults("vae")["weight_averaging"] == 0.999 and presets.training_defaults("mlp-vae")["weight_averaging"] is None
+    assert presets.training_defaults("vae")["weight_averaging"] == 0.999 and presets.training_defaults("mlp-vae")["weight_averaging"] == 0.999
+    assert presets.training_defaults("mlp-vae")["learning_rate"] == 5e-4
+    assert presets.training_defaults("denoising-ae")["weight_averaging"] is None
     with pytest.raises(ValueError, match="Unknown model"):
         presets.training_defaults("transformer")
     monkeypatch.setattr(presets.mlp_vae, "recipe", presets.mlp_vae.recipe.replace(epochs=2, batch_size=500))
@@ -134,7 +136,7 @@ def test_the_presets_training_defaults_fill_what_the_command_leaves_unset(tmp_pa
     told_args = ["--batch-size", "100", "--learning-rate", "0.01", "--weight-averaging", "0.99"]
     assert cli.main([*base, *told_args, "--out", str(tmp_path / "told")]) == 0
     tuned, told = (json.loads((tmp_path / run / "config.json").read_text()) for run in ("tuned", "told"))
-    assert (tuned["epochs"], tuned["batch_size"], tuned["learning_rate"], tuned["weight_averaging"]) == (2, 500, 1e-3, None)
+    assert (tuned["epochs"], tuned["batch_size"], tuned["learning_rate"], tuned["weight_averaging"]) == (2, 500, 5e-4, 0.999)
     assert (told["epochs"], told["batch_size"], told["learning_rate"], told["weight_averaging"]) == (2, 100, 0.01, 0.99)
     # the preset's epoch count reached fit, not only config.json
     assert len(json.loads((tmp_path / "tuned" / "history.json").read_text())["loss"]) == 2
