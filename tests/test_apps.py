@@ -146,8 +146,9 @@ def test_default_presets_denoise_6_db_at_sigma_0_3_beating_pca_and_their_feature
     assert report["gain_db"] >= 6.0
     assert report["psnr_denoised"] > report["psnr_pca"] and report["psnr_denoised"] > report["psnr_amortized"]
     assert images["denoised"].min() >= 0 and images["denoised"].max() <= 1
-    # Level with PCA, not above it: over runs the defaults' probe spans 0.808-0.829 against PCA's 0.814-0.821
-    # (BENCHMARKS.md); the Bernoulli default it replaced scored 0.796.
+    # Level with PCA here: on these 5,000 images `mlp_vae` probes 0.807 against PCA's 0.811 (denoising_ae 0.811).
+    # Trained on all 60,000 the defaults beat PCA-32 (0.818-0.829 against 0.814, BENCHMARKS.md), which is
+    # more training than the suite's budget; the Bernoulli default that "auto" replaced scored 0.796.
     assert probe >= probe_pca - 0.015
 
 
