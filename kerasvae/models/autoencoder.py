@@ -43,12 +43,10 @@ class Autoencoder(LatentVariableModel):
         input_shape,
         likelihood="bernoulli",
         sparsity=None,
-        corruption=None,
         proposal_scale=0.1,
         **kwargs,
     ):
         self.sparsity = sparsity
-        self.corruption = corruption
         self.proposal_scale = float(proposal_scale)
         kwargs.pop("prior", None)  # always the fitted code prior; accepted so configs round-trip
         super().__init__(
@@ -64,8 +62,7 @@ class Autoencoder(LatentVariableModel):
         )
 
     def loss_terms(self, x, training=False, labels=None):
-        inputs = self.corruption(x, training=training) if self.corruption is not None else x
-        z = self.posterior_params(inputs, training=training, labels=labels)["loc"]
+        z = self.posterior_params(self.encoder_inputs(x, training), training=training, labels=labels)["loc"]
         if training:  # the moments of the global batch under a tf.distribute strategy (see all_replicas)
             self.prior_layer.update(all_replicas(tf.stop_gradient(z)))
         params = self.likelihood_params(z, training=training, labels=labels)
@@ -87,6 +84,5 @@ class Autoencoder(LatentVariableModel):
         return {
             **super().get_config(),
             "sparsity": serialize(self.sparsity),
-            "corruption": serialize(self.corruption),
             "proposal_scale": self.proposal_scale,
         }

@@ -50,6 +50,11 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
             to the run. The presets set theirs; None is Adam at 1e-3 with nothing else.
         decoder_input_shape: tuple of int or None. The shape the decoder takes z in (a VQ-VAE's code grid);
             None is the flat (latent_dim,).
+        corruption: a kerasvae.corruptions layer or None. In training the encoder sees corrupted inputs and
+            the loss scores the clean ones: a denoising autoencoder, or for the variational families the
+            denoising VAE (Im et al. 2017), whose bound E_p(x~|x) E_q(z|x~)[log p(x, z) / q(z|x~)] is still
+            a lower bound on log p(x). Evaluation, the API and exports see the inputs as given. Defaults to
+            None.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         anomaly_method=None,
         anomaly_num_samples=1,
         decoder_input_shape=None,
+        corruption=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +85,7 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         self.decoder_input_shape = tuple(decoder_input_shape or (self.latent_dim,))
         self.data_shape = tuple(int(d) for d in input_shape)
         self.seed = seed
+        self.corruption = corruption
         self.eval_batch_size = int(eval_batch_size)
         self.encoder = encoder
         self.posterior_head = posterior
@@ -149,6 +156,10 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         """Joins labels to the encoder's features and to z before the decoder; unconditional models pass
         inputs through."""
         return inputs
+
+    def encoder_inputs(self, x, training=False):
+        """What the encoder sees of a batch x in a loss: x corrupted by `corruption` in training, else x."""
+        return self.corruption(x, training=True) if training and self.corruption is not None else x
 
     def posterior_params(self, x, training=False, labels=None):
         """Named parameters of q(z|x), e.g. {"loc", "scale"}, each [batch, latent_dim]."""
@@ -223,6 +234,8 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
             "anomaly_calibration": None if self.anomaly_calibration is None else self.anomaly_calibration.get_config(),
             "recipe": self.recipe.get_config(),
         }
+        if self.corruption is not None:  # configs of models without one stay as they were
+            config["corruption"] = serialize(self.corruption)
         return config
 
     @classmethod

@@ -159,7 +159,7 @@ class DiscreteVAE(VAE):
         """z [k, n, latent_dim], log p(x|z) [k, n] and KL(q || p) [n], with q and p the discrete posterior
         and prior. z is relaxed at the current temperature in training, a hard draw from q otherwise.
         `path` is VAE's hook for DReG, which only the IWAE bound uses: discrete codes train on one sample."""
-        params = self.posterior_params(x, training=training, labels=labels)
+        params = self.posterior_params(self.encoder_inputs(x, training), training=training, labels=labels)
         q, p = self.posterior_head.distribution(params), self.prior
         temperature = self.current_temperature() if training else None
         z = self.sample_latents(params, num_samples, seed, temperature, shared_noise)

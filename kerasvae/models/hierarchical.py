@@ -194,7 +194,7 @@ class HierarchicalVAE(VAE):
             eps = tf.random.stateless_normal([num_samples, batch, self.latent_dims[level]], seed=seeds[level])
             return params["loc"] + params["scale"] * eps  # broadcasts q [n, d] or [k, n, d] over the k draws
 
-        q, z, p, estimates = self._posterior_levels(x, draw, training, labels)
+        q, z, p, estimates = self._posterior_levels(self.encoder_inputs(x, training), draw, training, labels)
         L = self.num_levels
         if path is not None:
             z = [path(value) for value in z]

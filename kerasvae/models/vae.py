@@ -45,6 +45,9 @@ class VAE(LatentVariableModel):
         posterior: a kerasvae.posteriors.Posterior or None. The head of q(z|x); None is the diagonal
             Gaussian (GaussianPosterior). Any head whose distribution samples with reparameterized
             gradients trains by the same ELBO (README, "Extending").
+        corruption: a kerasvae.corruptions layer or None. The denoising VAE (Im et al. 2017): the encoder
+            sees corrupted inputs in training, the likelihood scores the clean ones (LatentVariableModel).
+            Defaults to None.
 
     >>> import kerasvae as kv
     >>> vae = kv.VAE(kv.networks.MLP((64,)), kv.networks.MLP((64,)), latent_dim=2, input_shape=(8, 8, 1))
@@ -100,7 +103,7 @@ class VAE(LatentVariableModel):
         z = loc + scale * eps (common random numbers): each example's estimate is then a function of that
         example alone, whatever batch it arrives in. `path` (an objectives.PathGradientScale) wraps z
         before anything reads it."""
-        q = self.posterior(x, training=training, labels=labels)
+        q = self.posterior(self.encoder_inputs(x, training), training=training, labels=labels)
         p = self.prior
         if shared_noise:
             eps = tf.random.stateless_normal([num_samples, 1, self.latent_dim], seed=seed)

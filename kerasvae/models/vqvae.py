@@ -143,7 +143,7 @@ class VQVAE(LatentVariableModel):
         return tf.reshape(z, tf.concat([tf.shape(codes)[:-1], [self.latent_dim]], axis=0))
 
     def loss_terms(self, x, training=False, labels=None):
-        params = self.posterior_params(x, training=training)
+        params = self.posterior_params(self.encoder_inputs(x, training), training=training)
         z_e = tf.reshape(params["z_e"], [-1, self.num_latents, self.quantizer.embedding_dim])
         reconstruction = -tf.reduce_mean(self.likelihood.log_prob(self.likelihood_params(params["loc"], training=training), x))
         vq_loss = self.quantizer.loss_terms(z_e, params["codes"])["vq_loss"]
