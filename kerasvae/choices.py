@@ -23,6 +23,7 @@ ANOMALY_REFERENCE_SCORES = ("typicality", "complexity", "latent_density", "laten
 ANOMALY_METHODS = ("auto", *ANOMALY_MODEL_SCORES, *ANOMALY_REFERENCE_SCORES)
 REGRESSORS = ("ridge", "mlp")  # kerasvae.apps.regression
 ORDER_METHODS = ("spectral", "chain", "curve")  # kerasvae.apps.ordering
+ORDER_DISTANCES = ("decoded", "latent")
 IMPUTATION_METHODS = ("map", "pseudo_gibbs")
 INTERPOLATIONS = ("linear", "spherical")
 EMBEDDINGS = ("pca", "tsne")

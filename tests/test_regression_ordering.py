@@ -174,37 +174,101 @@ def test_order_rejects_bad_input():
         order_points(np.zeros((5, 3)), "tsp")
 
 
+def test_order_compares_codes_through_the_decoder_or_directly(digits):
+    """distance="decoded" orders the model's reconstructions, "latent" its posterior means."""
+    from conftest import small_vae
+
+    model, x = small_vae(), digits[2][:12]
+    for distance, points in (("decoded", model.reconstruct(x)), ("latent", model.latent_features(x))):
+        indices, positions = kv.apps.order(model, x, distance=distance)
+        expected_indices, expected_positions = order_points(points)
+        np.testing.assert_array_equal(indices, expected_indices)
+        np.testing.assert_allclose(positions, expected_positions, atol=1e-12)
+    with pytest.raises(ValueError, match="distance"):
+        kv.apps.order(model, x, distance="pixels")
+
+
 def _rank_correlation(indices_positions, truth):
     return abs(spearmanr(indices_positions[1], truth)[0])
 
 
-@pytest.mark.slow
-def test_rotations_and_interpolation_frames_are_reordered_from_latents(rotated_digits, digits):
-    """Shuffled rotations of one digit (25 angles over +-60 degrees), and shuffled noisy frames of a latent
-    interpolation between two digits (12 frames, noise sigma 0.1), come back in order from the latent codes:
-    |Spearman rho| >= 0.9 on average over 10 digits. The same ordering of the pixels is printed beside: on
-    8x8 digits it does as well (0.99-1.0), see docs/applications.md."""
-    model, x_test = rotated_digits[0], digits[2]
-    rng = np.random.default_rng(0)
-    scores = {"rotation": {"latent": [], "pixels": []}, "interpolation": {"latent": [], "pixels": []}}
-    for i in range(10):
-        angles = np.linspace(-MAX_ANGLE, MAX_ANGLE, 25)
-        shuffle = rng.permutation(len(angles))
-        frames = rotate_images(np.repeat(x_test[i : i + 1], len(angles), axis=0), angles)[shuffle]
-        scores["rotation"]["latent"].append(_rank_correlation(kv.apps.order(model, frames), angles[shuffle]))
-        scores["rotation"]["pixels"].append(_rank_correlation(order_points(frames), angles[shuffle]))
+def _ordering_scores(model, tasks):
+    """Mean |Spearman rho| of `kv.apps.order` with each distance, and of the same ordering of the pixels,
+    over tasks [(frames in a shuffled order, the true coordinate of each)]."""
+    scores = {"decoded": [], "latent": [], "pixels": []}
+    for frames, truth in tasks:
+        for distance in ("decoded", "latent"):
+            scores[distance].append(_rank_correlation(kv.apps.order(model, frames, distance=distance), truth))
+        scores["pixels"].append(_rank_correlation(order_points(frames), truth))
+    return {name: round(float(np.mean(values)), 3) for name, values in scores.items()}
 
-        t = np.linspace(0, 1, 12)
-        ends = model.latent_features(x_test[[i, i + 20]])
+
+def _rotation_tasks(x, count, angles, noise, rng):
+    """Shuffled rotations of each of the first `count` images, with Gaussian noise of std `noise`."""
+    tasks = []
+    for image in x[:count]:
+        frames = rotate_images(np.repeat(image[None], len(angles), axis=0), angles)
+        frames = np.clip(frames + noise * rng.standard_normal(frames.shape), 0, 1).astype(np.float32)
+        shuffle = rng.permutation(len(angles))
+        tasks.append((frames[shuffle], angles[shuffle]))
+    return tasks
+
+
+@pytest.mark.slow
+def test_sparse_rotations_are_reordered_through_the_decoder_better_than_pixels(rotated_digits, digits):
+    """Seven rotations of a digit 20 degrees apart, shuffled, come back in order (|Spearman rho| 0.97 over
+    40 test digits) from the distances between the model's reconstructions, where the same ordering of
+    the pixels scores 0.68: at 20-degree steps an 8x8 digit's rotations barely overlap, so pixel distances
+    say little about which angles are neighbours, while the decoder has learnt the rotations' manifold.
+    Euclidean distances between the codes fold some digits' +theta onto -theta (0.70). With dense steps
+    (25 angles) the pixels order rotations perfectly and lead (docs/applications.md)."""
+    rng = np.random.default_rng(0)
+    tasks = _rotation_tasks(digits[2], 40, np.linspace(-MAX_ANGLE, MAX_ANGLE, 7), 0.0, rng)
+    means = _ordering_scores(rotated_digits[0], tasks)
+    print("\nordering 7 rotations of 40 digits, mean |Spearman rho|:", means)
+    assert means["decoded"] >= 0.9 and means["decoded"] > means["pixels"] + 0.15, means
+
+
+@pytest.fixture(scope="module")
+def rotated_fashion():
+    """(model, x_test): a denoising VAE (Gaussian noise of std 0.3 on its inputs in training) trained on
+    6,000 randomly rotated Fashion-MNIST images, and test images."""
+    if not kv.data.fashion_mnist_available():
+        pytest.skip("needs dataset-fashion-mnist")
+    x_train, _ = kv.data.load_arrays("fashion_mnist", "train[:6000]")
+    x_test, _ = kv.data.load_arrays("fashion_mnist", "test[:100]")
+    rotated = rotate_images(x_train, np.random.default_rng(0).uniform(-MAX_ANGLE, MAX_ANGLE, len(x_train)))
+    keras.utils.set_random_seed(0)
+    model = kv.presets.mlp_vae(input_shape=x_train.shape[1:], latent_dim=16, hidden=(512, 256), seed=0,
+                               corruption=kv.corruptions.GaussianNoise(0.3, seed=0))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(rotated, epochs=10, batch_size=128, verbose=0)
+    return model, x_test
+
+
+@pytest.mark.slow
+def test_noisy_rotations_and_interpolation_frames_are_reordered_better_than_pixels(rotated_fashion):
+    """Noisy frames (Gaussian noise of std 0.3) of a rotation over +-60 degrees (7 frames) and of a latent
+    interpolation between two test images (13 frames), shuffled, come back in order from a denoising VAE's
+    reconstructions: |Spearman rho| 0.97 / 0.95 over 40 Fashion-MNIST items (seeds 0 and 1), against the same
+    ordering of the noisy pixels' 0.82 / 0.82-0.86. Blurring the pixels (a Gaussian of sigma 1 pixel) closes
+    the interpolation gap (0.96-0.97) but not the rotations' (0.90; docs/applications.md)."""
+    model, x_test = rotated_fashion
+    rng = np.random.default_rng(1)
+    rotations = _rotation_tasks(x_test, 40, np.linspace(-MAX_ANGLE, MAX_ANGLE, 7), 0.3, rng)
+    t = np.linspace(0, 1, 13)
+    interpolations = []
+    for i in range(40):
+        ends = model.latent_features(x_test[[i, i + 40]])
         z = ((1 - t[:, None]) * ends[0] + t[:, None] * ends[1]).astype(np.float32)
         frames = np.asarray(model.likelihood.mean(model.likelihood_params(z)), np.float32)
-        frames = np.clip(frames + 0.1 * rng.standard_normal(frames.shape), 0, 1).astype(np.float32)
+        frames = np.clip(frames + 0.3 * rng.standard_normal(frames.shape), 0, 1).astype(np.float32)
         shuffle = rng.permutation(len(t))
-        scores["interpolation"]["latent"].append(_rank_correlation(kv.apps.order(model, frames[shuffle]), t[shuffle]))
-        scores["interpolation"]["pixels"].append(_rank_correlation(order_points(frames[shuffle]), t[shuffle]))
-    means = {task: {space: round(float(np.mean(v)), 3) for space, v in by_space.items()} for task, by_space in scores.items()}
-    print("\nordering, mean |Spearman rho|:", means)
-    assert all(by_space["latent"] >= 0.9 for by_space in means.values()), means
+        interpolations.append((frames[shuffle], t[shuffle]))
+    means = {"rotation": _ordering_scores(model, rotations), "interpolation": _ordering_scores(model, interpolations)}
+    print("\nordering 7 noisy frames of 40 Fashion-MNIST items, mean |Spearman rho|:", means)
+    for task in means.values():
+        assert task["decoded"] >= 0.9 and task["decoded"] > task["pixels"] + 0.03, means
 
 
 @pytest.mark.slow
