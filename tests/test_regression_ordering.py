@@ -216,12 +216,12 @@ def _rotation_tasks(x, count, angles, noise, rng):
 
 @pytest.mark.slow
 def test_sparse_rotations_are_reordered_through_the_decoder_better_than_pixels(rotated_digits, digits):
-    """Seven rotations of a digit 20 degrees apart, shuffled, come back in order (|Spearman rho| 0.97 over
+    """Seven rotations of a digit 20 degrees apart, shuffled, come back in order (|Spearman rho| 0.963 over
     40 test digits) from the distances between the model's reconstructions, where the same ordering of
-    the pixels scores 0.68: at 20-degree steps an 8x8 digit's rotations barely overlap, so pixel distances
-    say little about which angles are neighbours, while the decoder has learnt the rotations' manifold.
-    Euclidean distances between the codes fold some digits' +theta onto -theta (0.70). With dense steps
-    (25 angles) the pixels order rotations perfectly and lead (docs/applications.md)."""
+    the pixels scores 0.684 (blurred pixels 0.626): at 20-degree steps an 8x8 digit's rotations barely
+    overlap, so pixel distances say little about which angles are neighbours, while the decoder has learnt
+    how digits turn. Euclidean distances between the codes score 0.637. With dense steps (25 angles) the
+    pixels order rotations perfectly and lead (docs/applications.md)."""
     rng = np.random.default_rng(0)
     tasks = _rotation_tasks(digits[2], 40, np.linspace(-MAX_ANGLE, MAX_ANGLE, 7), 0.0, rng)
     means = _ordering_scores(rotated_digits[0], tasks)
@@ -250,9 +250,10 @@ def rotated_fashion():
 def test_noisy_rotations_and_interpolation_frames_are_reordered_better_than_pixels(rotated_fashion):
     """Noisy frames (Gaussian noise of std 0.3) of a rotation over +-60 degrees (7 frames) and of a latent
     interpolation between two test images (13 frames), shuffled, come back in order from a denoising VAE's
-    reconstructions: |Spearman rho| 0.97 / 0.95 over 40 Fashion-MNIST items (seeds 0 and 1), against the same
-    ordering of the noisy pixels' 0.82 / 0.82-0.86. Blurring the pixels (a Gaussian of sigma 1 pixel) closes
-    the interpolation gap (0.96-0.97) but not the rotations' (0.90; docs/applications.md)."""
+    reconstructions: |Spearman rho| 0.980 / 0.968 over 40 Fashion-MNIST items (models of seeds 1 and 2:
+    0.929-0.961 / 0.956), against the same ordering of the noisy pixels' 0.777 / 0.868-0.910. Blurred pixels
+    (a Gaussian of sigma 1 pixel) score 0.936 / 0.970-0.975: level on rotations, ahead on interpolation
+    frames (docs/applications.md)."""
     model, x_test = rotated_fashion
     rng = np.random.default_rng(1)
     rotations = _rotation_tasks(x_test, 40, np.linspace(-MAX_ANGLE, MAX_ANGLE, 7), 0.3, rng)
