@@ -14,7 +14,8 @@ pixel dictionaries, zlib):
 - imputation: `impute` (posterior mode given the observed elements, or pseudo-Gibbs), `evaluate_imputation`;
 - regression: `regress` (ridge or a small MLP on posterior means; `predict` gives a mean and a spread
   calibrated from posterior draws), `regression_report` (against PCA and pixels);
-- ordering: `order` (the permutation and 1-D coordinates of items along their path in latent space).
+- ordering: `order` (the permutation and 1-D coordinates of items along their path in latent space, with
+  codes compared through the decoder by default).
 
 Figures live in `kerasvae.apps.figures`; the `kerasvae` command's app subcommands in `kerasvae.apps.cli`.
 """

@@ -1,13 +1,15 @@
 """Latent ordering: arrange items along the one-dimensional path their codes trace through latent space
 (the frames of a motion, the rotations of an object, a continuum of shapes), recovering an order the data
-do not state.
+do not state. The path is found among points that stand for the codes: by default the decoder's means at
+them (distance, below), or the codes themselves.
 
 Three ways to find the path (method):
 
 - "curve" (the default; Hastie & Stuetzle 1989): a principal curve, a smooth curve through the middle of
   the points, started from the spectral order; each item's position is the arc length of its projection.
-  It smooths over noise instead of threading every point, and measured best on noisy frames (digits:
-  |Spearman rho| 0.96 against the spectral path's 0.93 on 12 noisy interpolation frames).
+  It smooths over noise instead of threading every point, and measured best on noisy frames (digits,
+  distance="latent": |Spearman rho| 0.96 against the spectral path's 0.93 on 12 noisy interpolation
+  frames).
 - "spectral" (Atkins et al. 1998, "A spectral algorithm for seriation"): the Fiedler vector of the
   neighbourhood graph. With affinities W_ij = exp(-d_ij^2 / (s_i s_j)) on the k nearest neighbours (s_i:
   the distance to i's k-th neighbour, Zelnik-Manor & Perona 2004), the second-smallest generalized
@@ -37,7 +39,8 @@ from kerasvae.choices import ORDER_DISTANCES, ORDER_METHODS
 
 
 def order(model, x, method="curve", labels=None, neighbors=None, distance="decoded"):
-    """The order of the items x along a path through the model's latent space (their posterior means).
+    """The order of the items x along a path through the model's latent space (through their posterior
+    means, measured by `distance`).
 
     Args:
         model: a trained kerasvae model.
@@ -102,7 +105,10 @@ def _principal_curve(points, start, iterations=10, grid=200):
         segment = np.linalg.norm(np.diff(curve, axis=0), axis=1)
         arc = np.concatenate([[0.0], np.cumsum(segment)])
         arc = arc / arc[-1] if arc[-1] > 0 else knots
-        nearest = np.argmin(np.sum((points[:, None, :] - curve[None, :, :]) ** 2, axis=-1), axis=1)
+        # ||p - c||^2 = ||p||^2 - 2 p.c + ||c||^2 without the [n, grid, d] array: d is the pixel count
+        # when the points are reconstructions (distance="decoded").
+        squared = np.sum(curve**2, axis=1)[None, :] - 2 * points @ curve.T
+        nearest = np.argmin(squared, axis=1)
         new_t = arc[nearest]
         if np.allclose(new_t, t):
             break
