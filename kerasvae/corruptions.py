@@ -1,4 +1,4 @@
-"""Input corruptions for denoising autoencoders. Each is a Keras layer that corrupts only when
+"""Input corruptions for denoising autoencoders and denoising VAEs (any model's `corruption=`). Each is a Keras layer that corrupts only when
 training=True and draws its noise from its own seeded `keras.random.SeedGenerator`."""
 
 import keras

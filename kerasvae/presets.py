@@ -202,7 +202,7 @@ def sparse_ae(input_shape=(28, 28, 1), latent_dim=64, target=0.05, weight=1.0, *
 @preset(TUNED)
 def denoising_ae(input_shape=(28, 28, 1), latent_dim=32, stddev=0.3, **kwargs):
     """A denoising autoencoder: Gaussian input noise in training, loss against the clean input."""
-    return mlp_ae(input_shape, latent_dim, corruption=corruptions.GaussianNoise(stddev), **kwargs)
+    return mlp_ae(input_shape, latent_dim, corruption=corruptions.GaussianNoise(stddev, seed=kwargs.get("seed")), **kwargs)
 
 
 @preset(TUNED)

@@ -43,6 +43,7 @@ class Autoencoder(LatentVariableModel):
         input_shape,
         likelihood="bernoulli",
         sparsity=None,
+        corruption=None,
         proposal_scale=0.1,
         **kwargs,
     ):
@@ -58,6 +59,7 @@ class Autoencoder(LatentVariableModel):
             posterior=posteriors.DeterministicPosterior(latent_dim, activation=getattr(sparsity, "code_activation", None)),
             prior=priors.MomentMatchedPrior(latent_dim),
             metric_names=("loss", "reconstruction") + (("sparsity",) if sparsity is not None else ()),
+            corruption=corruption,
             **kwargs,
         )
 

@@ -38,7 +38,8 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         posterior: a posterior head from kerasvae.posteriors.
         prior: a prior layer from kerasvae.priors. One with `needs_posterior` is handed `self.posterior`.
         metric_names: tuple of str. Names of the terms `loss_terms` returns.
-        seed: int or None. Seeds training noise (reparameterization, corruption). Defaults to None.
+        seed: int or None. Seeds training noise (reparameterization; a corruption layer has its own seed,
+            which the presets set from this one). Defaults to None.
         eval_batch_size: int. Batch size of the API methods on large inputs. Defaults to 1024.
         anomaly_calibration: kerasvae.calibration.AnomalyCalibration, its config dict, or None. The anomaly
             threshold set by `kerasvae.apps.AnomalyDetector.fit`, saved with the model and served by the
@@ -234,8 +235,7 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
             "anomaly_calibration": None if self.anomaly_calibration is None else self.anomaly_calibration.get_config(),
             "recipe": self.recipe.get_config(),
         }
-        if self.corruption is not None:  # configs of models without one stay as they were
-            config["corruption"] = serialize(self.corruption)
+        config["corruption"] = serialize(self.corruption)
         return config
 
     @classmethod
