@@ -1,6 +1,7 @@
 """Regression and ordering from latents: a VAE trained on randomly rotated images (never told the angles)
 predicts each test image's angle with a calibrated spread, against the same regressor on PCA codes, and
-puts shuffled rotations of one image back in order, against the same ordering of the pixels.
+puts shuffled rotations of each of 20 test images back in order (comparing codes through the decoder),
+against the same ordering of the pixels; the strip shows the first.
 
     python examples/app_regression_ordering.py [--out docs/gallery]
 """
