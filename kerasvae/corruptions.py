@@ -1,8 +1,12 @@
-"""Input corruptions for denoising autoencoders and denoising VAEs (any model's `corruption=`). Each is a Keras layer that corrupts only when
-training=True and draws its noise from its own seeded `keras.random.SeedGenerator`."""
+"""Input corruptions for denoising autoencoders and denoising VAEs (any model's `corruption=`). Each is a
+Keras layer that corrupts only when training=True and draws its noise from its own seeded
+`keras.random.SeedGenerator`, through a stateless seed that folds in the replica's id under a
+tf.distribute strategy (kerasvae._tfp.stateless_seed): replicas corrupt their examples independently."""
 
 import keras
-from keras import ops
+import tensorflow as tf
+
+from kerasvae._tfp import stateless_seed
 
 serializable = keras.saving.register_keras_serializable(package="kerasvae")
 
@@ -15,7 +19,7 @@ class Corruption(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=False):
-        return self.corrupt(x) if training else x
+        return self.corrupt(x, stateless_seed(self.seed_generator)) if training else x
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
@@ -33,8 +37,8 @@ class GaussianNoise(Corruption):
         super().__init__(**kwargs)
         self.stddev = float(stddev)
 
-    def corrupt(self, x):
-        return x + self.stddev * keras.random.normal(ops.shape(x), seed=self.seed_generator)
+    def corrupt(self, x, seed):
+        return x + self.stddev * tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
 
     def get_config(self):
         return {**super().get_config(), "stddev": self.stddev}
@@ -52,9 +56,9 @@ class MaskingNoise(Corruption):
         super().__init__(**kwargs)
         self.rate = float(rate)
 
-    def corrupt(self, x):
-        keep = keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate
-        return ops.where(keep, x, ops.zeros_like(x))
+    def corrupt(self, x, seed):
+        keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=x.dtype) >= self.rate
+        return tf.where(keep, x, tf.zeros_like(x))
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}
@@ -72,11 +76,11 @@ class SaltAndPepper(Corruption):
         super().__init__(**kwargs)
         self.rate = float(rate)
 
-    def corrupt(self, x):
-        u = keras.random.uniform(ops.shape(x), seed=self.seed_generator)
-        salt = ops.cast(u < self.rate / 2, x.dtype)
+    def corrupt(self, x, seed):
+        u = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=x.dtype)
+        salt = tf.cast(u < self.rate / 2, x.dtype)
         hit = u < self.rate
-        return ops.where(hit, salt, x)
+        return tf.where(hit, salt, x)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}

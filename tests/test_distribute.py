@@ -69,13 +69,20 @@ def replica_seeds():
     seeds = strategy.run(tf.function(lambda: kv._tfp.stateless_seed(generator)))
     return [s.numpy().tolist() for s in strategy.experimental_local_results(seeds)]
 
+def replica_corruptions():
+    strategy = kv.distribute.strategy("mirrored")
+    with strategy.scope():
+        layer = kv.corruptions.GaussianNoise(1.0, seed=0)
+    noise = strategy.run(tf.function(lambda: layer(tf.zeros([4, 3]), training=True)))
+    return [n.numpy().tolist() for n in strategy.experimental_local_results(noise)]
+
 def split(n, batch_size):
     strategy = kv.distribute.strategy("mirrored")
     dataset = kv.distribute.shard(tf.data.Dataset.range(n).batch(batch_size), strategy=strategy)
     return [[int(t.shape[0]) for t in strategy.experimental_local_results(b)] for b in strategy.experimental_distribute_dataset(dataset)]
 
 print(json.dumps({"replicas": kv.distribute.strategy("mirrored").num_replicas_in_sync, "gathered": gathered(),
-                  "replica_seeds": replica_seeds(),
+                  "replica_seeds": replica_seeds(), "replica_corruptions": replica_corruptions(),
                   "splits": {n: split(n, 4) for n in (9, 10)},
                   **{f"{family}_{name}": train(family, kv.distribute.strategy(name))
                      for family in ("vae", "vq") for name in ("default", "mirrored")}}))
@@ -104,6 +111,8 @@ def test_replicas_draw_their_own_noise_and_one_device_keeps_its_seeds(mirrored):
     # draw other noise for their examples. Without a strategy the generator's seed is kept bit for bit.
     first, second = mirrored["replica_seeds"]
     assert first != second
+    first, second = mirrored["replica_corruptions"]  # a denoising model's input noise too
+    assert not np.allclose(first, second) and np.std(first) > 0.5
     generator, reference = keras.random.SeedGenerator(7), keras.random.SeedGenerator(7)
     for _ in range(3):
         np.testing.assert_array_equal(kv._tfp.stateless_seed(generator), tf.cast(reference.next(), tf.int32))
