@@ -210,9 +210,10 @@ def test_corruption_applies_in_training_only(digits):
 
 def test_denoising_vae_codes_barely_move_under_noise(digits, tmp_path):
     """A VAE given a corruption (the denoising VAE) encodes noisy inputs in training and scores the clean
-    ones; after training the posterior means of noisy test digits (sigma 0.3) stay near the clean digits' codes. Measured over seeds 0 and 1:
-    the mean squared shift is 0.11-0.12 of the codes' variance, against 0.26-0.30 for a plain VAE trained
-    alike. The trained model loads back with its corruption, without custom objects."""
+    ones; after training the posterior means of noisy test digits (sigma 0.3) stay near the clean digits'
+    codes. Measured over seeds 0 and 1: the mean squared shift is 0.11-0.12 of the codes' variance, against
+    0.26-0.30 for a plain VAE trained alike. The trained model loads back with its corruption, without
+    custom objects."""
     x_train, x_test = digits[0], digits[2]
     noisy = np.clip(x_test + 0.3 * np.random.default_rng(0).standard_normal(x_test.shape), 0, 1).astype(np.float32)
     shifts = {}

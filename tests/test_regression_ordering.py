@@ -7,7 +7,8 @@ import json
 import keras
 import numpy as np
 import pytest
-from scipy.ndimage import rotate
+from conftest import small_vae
+from scipy.ndimage import gaussian_filter, rotate
 from scipy.stats import spearmanr
 
 import kerasvae as kv
@@ -176,8 +177,6 @@ def test_order_rejects_bad_input():
 
 def test_order_compares_codes_through_the_decoder_or_directly(digits):
     """distance="decoded" orders the model's reconstructions, "latent" its posterior means."""
-    from conftest import small_vae
-
     model, x = small_vae(), digits[2][:12]
     for distance, points in (("decoded", model.reconstruct(x)), ("latent", model.latent_features(x))):
         indices, positions = kv.apps.order(model, x, distance=distance)
@@ -196,8 +195,6 @@ def _ordering_scores(model, tasks):
     """Mean |Spearman rho| of `kv.apps.order` with each distance, and of the same ordering of the pixels
     (as they are, and blurred by a Gaussian of sigma 1 pixel), over tasks [(frames in a shuffled order, the
     true coordinate of each)]."""
-    from scipy.ndimage import gaussian_filter
-
     scores = {"decoded": [], "latent": [], "pixels": [], "blurred_pixels": []}
     for frames, truth in tasks:
         for distance in ("decoded", "latent"):

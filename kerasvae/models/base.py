@@ -234,8 +234,8 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
             "eval_batch_size": self.eval_batch_size,
             "anomaly_calibration": None if self.anomaly_calibration is None else self.anomaly_calibration.get_config(),
             "recipe": self.recipe.get_config(),
+            "corruption": serialize(self.corruption),
         }
-        config["corruption"] = serialize(self.corruption)
         return config
 
     @classmethod
