@@ -201,13 +201,13 @@ def build_parser():
     train.add_argument("--likelihood", default="auto", choices=LIKELIHOOD_NAMES,
                        help="p(x|z); auto: a Bernoulli for binary images (--binarize), the discretized logistic "
                        "for grey levels, a Gaussian per pixel for other values")
-    train.add_argument("--epochs", type=int, default=None, help="default: the preset's (10; vae-best: 45)")
+    train.add_argument("--epochs", type=int, default=None, help="default: the preset's (10; vae-best: 45, hvae: 62)")
     train.add_argument("--latent-dim", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None, help="default: the preset's (128)")
     train.add_argument("--learning-rate", type=float, default=None, help="default: the preset's (1e-3; mlp-vae: 5e-4)")
     train.add_argument("--weight-averaging", type=float, default=None, metavar="MOMENTUM",
                        help="keep an exponential moving average of the weights (default: the preset's, 0.999 for vae, "
-                       "vae-best and mlp-vae, off otherwise; 0 turns it off)")
+                       "vae-best, mlp-vae and hvae, off otherwise; 0 turns it off)")
     train.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                        help="hold out the last sixth of the training images, stop when their loss has not improved for "
                        "PATIENCE epochs, keep the best epoch's weights (default: off, all images train)")

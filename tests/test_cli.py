@@ -135,6 +135,32 @@ def test_help_shows_every_default():
     assert "(default: 1)" in export  # --tflite-batch
 
 
+def test_help_names_every_presets_own_recipe():
+    """The train options' help quotes the presets' recipes without importing TensorFlow, so it is written out by
+    hand; this reads the recipes and fails when a preset's own value is missing from it."""
+    from collections import Counter
+
+    import kerasvae as kv
+    from kerasvae.choices import IMAGE_PRESET_NAMES
+    from kerasvae.cli import build_parser
+
+    options = build_parser().commands.choices["train"].format_help().split("options:")[1]
+    entries = {entry.split()[0]: " ".join(entry.split()) for entry in re.split(r"\n  (?=-)", options) if entry.strip()}
+
+    def written(value):  # as the help writes numbers: 10, 0.999, 5e-4
+        return "off" if value is None else f"{value:.0e}".replace("e-0", "e-") if 0 < value < 1e-2 else f"{value:g}"
+
+    recipes = {name.replace("_", "-"): kv.presets.get(name).recipe for name in IMAGE_PRESET_NAMES}
+    for field in ("epochs", "batch_size", "learning_rate", "weight_averaging"):
+        help_text = entries["--" + field.replace("_", "-")].replace("- ", "-")  # argparse wraps at hyphens
+        values = {name: getattr(recipe, field) for name, recipe in recipes.items()}
+        common = Counter(values.values()).most_common(1)[0][0]
+        assert written(common) in help_text, (field, help_text)
+        for name, value in values.items():
+            if value != common:
+                assert re.search(rf"\b{re.escape(name)}\b", help_text) and written(value) in help_text, (field, name, help_text)
+
+
 def test_info_reports_versions_and_devices():
     result = run("info")
     info = json.loads(result.stdout)
