@@ -11,6 +11,7 @@ import tensorflow_probability as tfp
 from conftest import fit
 
 import kerasvae as kv
+from kerasvae._tfp import stateless_seed
 from kerasvae.export.savedmodel import signature_functions
 
 IMAGE = (8, 8, 1)
@@ -46,6 +47,11 @@ def log_normal(z, loc, scale):
 def log_weights_by_hand(model, x, k, seed):
     """log p(x|z1) + log p(z1|z2) + log p(z2) - log q(z1, z2 | x) for two levels, in numpy float64, with the
     standard-normal draws the model makes from `seed` (one stateless stream per level)."""
+    return sum(joint_by_hand(model, x, k, seed))
+
+
+def joint_by_hand(model, x, k, seed):
+    """log_weights_by_hand's two parts [k, n]: log p(x|z1), and log p(z1|z2) + log p(z2) - log q(z1, z2 | x)."""
     seeds = tfp.random.split_seed(tf.constant(seed, tf.int32), n=2)
     n = len(x)
     eps = [np.asarray(tf.random.stateless_normal([k, n, d], seed=s), np.float64) for d, s in zip(model.latent_dims, seeds)]
@@ -69,7 +75,7 @@ def log_weights_by_hand(model, x, k, seed):
     log_px = np.sum(target * logits - np.logaddexp(0.0, logits), axis=-1)  # Bernoulli log-likelihood
     log_p = log_normal(z1, *p1) + log_normal(z2, 0.0, 1.0)
     log_q = log_normal(z1, *q1) + log_normal(z2, *q2)
-    return log_px + log_p - log_q
+    return log_px, log_p - log_q
 
 
 @pytest.mark.parametrize("inference", ["top_down", "bottom_up"])
@@ -117,6 +123,24 @@ def test_kl_warmup_weights_every_levels_kl(binary_digits):
     preset = kv.presets.hvae(input_shape=IMAGE, latent_dim=2, lower_dims=(3,), encoder_filters=None, hidden=(16,), level_hidden=(8,))
     preset.plan_run(100)
     assert preset.kl_warmup_steps == 40  # 40% of 100 steps (presets.KL_WARMUP_SHARE)
+
+
+@pytest.mark.parametrize("gradient_estimator", ["reparameterized", "dreg"])
+def test_kl_warmup_tempers_every_levels_importance_weights(gradient_estimator, binary_digits):
+    """With k > 1 the warmed-up loss is -mean log (1/k) sum_i exp(log p(x|z1_i) + beta (log p(z_i) - log q(z_i|x)))
+    over both levels' draws, beta = 0.5 here, computed by hand from the seed the step draws."""
+    model = build("bottom_up", num_samples=3, kl_warmup_steps=8, gradient_estimator=gradient_estimator)
+    model.compile()
+    model.optimizer.iterations.assign(3)  # step 4 of 8: weight 0.5
+    x = binary_digits[0][:6]
+    state = np.asarray(model.seed_generator.state)
+    seed = np.asarray(stateless_seed(model.seed_generator))  # the seed loss_terms will draw
+    model.seed_generator.state.assign(state)
+    loss = model.loss_terms(tf.constant(x), training=True)["loss"]
+    log_px, log_ratio = joint_by_hand(model, x, 3, seed)
+    tempered = log_px + 0.5 * log_ratio
+    bound = np.log(np.mean(np.exp(tempered - tempered.max(0)), axis=0)) + tempered.max(0)
+    np.testing.assert_allclose(float(loss), -np.mean(bound), rtol=1e-5)
 
 
 def generative_gradients(model, x, state):
@@ -212,7 +236,7 @@ def test_exported_signatures_name_every_level():
     decode, specs = functions["decode"]
     assert [(s.name, tuple(s.shape)) for s in specs] == [("z", (None, 2)), ("noise_1", (None, 4)), ("noise_2", (None, 3))]
     assert decode(tf.zeros((2, 2)), tf.zeros((2, 4)), tf.zeros((2, 3)))["mean"].shape == (2, *IMAGE)
-    # The top of encode is q(z_L|x), the distribution `encode` returns.
+    # The exported encode's top is the Python model's `encode` (both q(z_L | z_(L-1) = its mean) here).
     q = model.encode(np.zeros((2, *IMAGE), np.float32))
     np.testing.assert_allclose(q.mean(), encode(x)["loc"], rtol=1e-6)
 
@@ -240,6 +264,9 @@ def test_arguments_are_checked():
         build(inference="sideways")
     with pytest.raises(ValueError, match="free bits"):
         build(free_bits=0.5)
+    with pytest.raises(ValueError, match="diagonal Gaussians.*BernoulliPosterior"):
+        build(posterior=kv.posteriors.BernoulliPosterior(2))
+    assert build(posterior=kv.posteriors.GaussianPosterior(2, min_scale=1e-3)).posterior_head.min_scale == 1e-3
 
 
 @pytest.mark.slow  # a SavedModel and a tf2onnx conversion

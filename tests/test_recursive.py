@@ -48,6 +48,11 @@ def test_greedy_tree_merges_the_cheapest_pair_and_its_loss_is_the_hand_computed_
     terms = hand_model().loss_terms(x)
     np.testing.assert_allclose(terms["unfold"], unfold, rtol=1e-5)
     np.testing.assert_allclose(terms["loss"], (e12 + e_top) / 2 + np.mean((c - x[0]) ** 2) + unfold, rtol=1e-5)
+    # Padding: the two zero steps after the sequence would merge first, at error 0, if the search saw them.
+    padded = hand_model().tree(np.concatenate([x, np.zeros((1, 2, 2), np.float32)], 1), lengths=[3])
+    np.testing.assert_array_equal(padded["merges"], [[1, 0, -1, -1]])
+    np.testing.assert_allclose(padded["root"][0], root, rtol=1e-6)
+    np.testing.assert_allclose(padded["tree"], [(e12 + e_top) / 2], rtol=1e-5)
     # A given structure replaces the search: ((0 1) 2).
     root_given, e_given = hand_merge(p01, c[2], 2, 1)
     given = hand_model().tree(x, merges=[[0, 0]])
@@ -111,6 +116,8 @@ def test_decode_unfolds_a_root_along_its_merges():
         got = model.decode(root, merges, [4, 3])[i]
         np.testing.assert_allclose(got[:length], expected, atol=1e-5)
         np.testing.assert_array_equal(got[length:], 0.0)
+    # Without lengths they are read from the merges (the -1s after a sequence's last merge).
+    np.testing.assert_array_equal(model.decode(root, merges), model.decode(root, merges, [4, 3]))
 
 
 def test_balanced_merges_build_balanced_trees():

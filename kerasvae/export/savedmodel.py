@@ -8,10 +8,11 @@ Signatures (inputs -> outputs, float32 unless said):
                  DiscreteVAE: logits, codes int32 [None, num_latents], z [None, latent_dim] (model.encode_outputs)
     decode       z [None, latent_dim]            -> mean [None, *input_shape] + the likelihood's parameters
     HierarchicalVAE (L levels, z_1 next to x, z_L = z the top; d_l = latent_dims[l-1]):
-    encode       x -> loc, scale [None, d_L] of q(z_L|x), and loc_l, scale_l [None, d_l] for l = 1..L-1: q's
-                 parameters of each lower level along the posterior-mean path (each level conditioned on
+    encode       x -> loc, scale [None, d_L] of the top level and loc_l, scale_l [None, d_l] for l = 1..L-1:
+                 q's parameters of every level along the posterior-mean path (each level conditioned on
                  the means of the levels it depends on; exact where a level depends on x alone: z_1 under
-                 bottom-up inference, z_L under top-down)
+                 bottom-up inference, z_L under top-down; the top's under bottom-up is q(z_L | z_(L-1) = its
+                 mean), narrower than the marginal q(z_L|x), a mixture)
     decode       z [None, d_L], noise_l [None, d_l] for l = 1..L-1 -> as decode above: the descent
                  z_l = mu_l(z_(l+1)) + sigma_l(z_(l+1)) * noise_l through p(z_l|z_(l+1)); noise_l ~ N(0, I)
                  draws ancestral samples, zeros the conditionals' means (the graphs hold no random ops)

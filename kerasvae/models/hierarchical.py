@@ -109,6 +109,11 @@ class HierarchicalVAE(VAE):
             raise ValueError(f"inference must be one of {INFERENCE}, got {inference!r}.")
         if free_bits:
             raise ValueError("HierarchicalVAE does not support free bits; use the KL warm-up (kl_warmup_steps).")
+        posterior = kwargs.get("posterior")
+        if posterior is not None and not isinstance(posterior, posteriors.GaussianPosterior):
+            # log q, the KL terms and the draws read every level as the diagonal Gaussian `gaussian(params)`.
+            raise ValueError(f"HierarchicalVAE's levels are diagonal Gaussians; posterior must be None or a "
+                             f"kerasvae.posteriors.GaussianPosterior, got {type(posterior).__name__}.")
         levels = range(len(self.latent_dims) - 1)
         # Level l's layers (0-based, l < L-1; the top's posterior head is the VAE's posterior_head):
         # up_blocks[l]: d_l (top-down) or z_l (bottom-up) -> features of level l+1;

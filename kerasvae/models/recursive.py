@@ -140,14 +140,17 @@ class RecursiveAutoencoder(keras.Model):
         return self.leaf_decoder(tf.convert_to_tensor(code, tf.float32))
 
     # === Trees ===
-    def tree(self, x, lengths=None, merges=None):
+    def tree(self, x, lengths=None, merges=None, unfold=True):
         """Build each sequence's tree, greedily or along given merge orders.
 
         Args:
             x: array [batch, max_length, features], a dict {"x", "lengths"} or a tf.RaggedTensor.
             lengths: int array [batch] or None (full length).
             merges: int array [batch, max_length - 1] or None. Merge orders to follow (see the module
-                docstring); None builds the greedy trees.
+                docstring); None builds the greedy trees. An entry outside a step's pairs 0..count - 2 is
+                clipped into them, so the returned merges are the ones followed.
+            unfold: bool. Also unfold the roots for the "reconstruction" and "unfold" terms (with
+                unfold_weight); False when only the root is wanted.
 
         Returns:
             {"root": [batch, code_dim], "merges": int32 [batch, max_length - 1] (-1 after the last merge),
@@ -169,7 +172,7 @@ class RecursiveAutoencoder(keras.Model):
         root, order, total = self._build(nodes, lengths, given)
         tree_error = total / tf.cast(tf.maximum(lengths - 1, 1), tf.float32)
         result = {"root": root, "merges": order, "leaves": leaves, "tree": tree_error, "leaf": leaf_error}
-        if self.unfold_weight:
+        if self.unfold_weight and unfold:
             result["reconstruction"] = self.decode(root, order, lengths)
             per_step = tf.reduce_mean(tf.square(result["reconstruction"] - x), -1) * tf.cast(valid, tf.float32)
             result["unfold"] = tf.reduce_sum(per_step, -1) / tf.cast(lengths, tf.float32)
@@ -239,11 +242,11 @@ class RecursiveAutoencoder(keras.Model):
     # === Codes and reconstructions ===
     def call(self, inputs, training=False):
         """The root codes [batch, code_dim] of `inputs` (an array, a dict {"x", "lengths"}, a RaggedTensor)."""
-        return self.tree(inputs)["root"]
+        return self.tree(inputs, unfold=False)["root"]
 
     def encode(self, x, lengths=None, merges=None):
         """Root codes [batch, code_dim]: the fixed-size code of each variable-length sequence."""
-        return self.tree(x, lengths, merges)["root"]
+        return self.tree(x, lengths, merges, unfold=False)["root"]
 
     def mean_leaves(self, x, lengths=None):
         """Mean of each sequence's leaf codes [batch, code_dim]: the order-blind pooling a root should beat."""
@@ -254,11 +257,14 @@ class RecursiveAutoencoder(keras.Model):
     def decode(self, root, merges, lengths=None):
         """x' [batch, max_length, features] (0 beyond each length): each root unfolded along its merge order,
         undoing the merges last to first with `decode_children`, then each leaf through the leaf decoder.
-        max_length = merges.shape[1] + 1; lengths None: every sequence is full length."""
+        max_length = merges.shape[1] + 1; lengths None: read from the merges (a sequence of length n has n - 1
+        entries before its -1s)."""
         root = tf.convert_to_tensor(root, tf.float32)
         merges = tf.cast(merges, tf.int32)
         batch, steps = tf.shape(root)[0], tf.shape(merges)[1] + 1
-        lengths = tf.fill([batch], steps) if lengths is None else tf.clip_by_value(tf.reshape(tf.cast(lengths, tf.int32), [-1]), 1, steps)
+        if lengths is None:
+            lengths = 1 + tf.reduce_sum(tf.cast(merges >= 0, tf.int32), axis=1)
+        lengths = tf.clip_by_value(tf.reshape(tf.cast(lengths, tf.int32), [-1]), 1, steps)
         positions = tf.range(steps)[None, :]
         nodes = tf.concat([root[:, None], tf.zeros([batch, steps - 1, self.code_dim])], 1)
 
