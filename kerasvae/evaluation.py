@@ -29,6 +29,7 @@ def evaluate(model, x, num_samples=1000, batch_size=256, seed=0, verbose=0, prec
         kl_per_dim: mean KL of each latent dimension (diagonal Gaussian posterior and prior only).
         active_units: latent dimensions whose posterior mean varies across x with variance > 0.01
             (Burda et al. 2016).
+        Both read `model.encode`: a HierarchicalVAE's top level only, while its kl sums every level's.
     """
     x = np.asarray(x, np.float32)
     terms = model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
