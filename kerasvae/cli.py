@@ -278,8 +278,9 @@ def build_parser():
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
     serve.add_argument("--rest-port", type=int, default=None, help="REST port (0: any free port); none by default")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 serves other machines")
-    serve.add_argument("--model-config", default=None, help="a TF Serving models.config to serve instead")
-    serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
+    serve.add_argument("--model-config", default=None, help="a TF Serving models.config to serve instead, with its "
+                       "model_version_policy and version_labels; read again at every poll")
+    serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions (and a changed --model-config)")
     serve.add_argument("--max-batch-size", type=int, default=None,
                        help="largest batch a request may carry (default 4096); with --enable-batching also the largest "
                        "batch formed and accepted (TF Serving's max_batch_size, default 1000)")

@@ -201,7 +201,7 @@ def test_concurrent_grpc_and_rest_requests_batch_together_with_unbatched_answers
 def test_queue_full_is_grpc_unavailable_and_http_503_through_the_server(exported):
     params = BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
     server = Server(exported["root"], port=0, rest_port=0, batching=params).start()
-    version = server.registry.models["digits"]
+    version = server.registry.get("digits")
     started, release, real_call = threading.Event(), threading.Event(), version.call
 
     def held_call(signature, inputs):

@@ -93,11 +93,12 @@ def status_of(call, request):
         return error.code().name
 
 
-def model_status(served, name):
+def model_status(served, name, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE):
+    """The versions of the model in `state` (AVAILABLE: those it serves), newest first."""
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = name
     stub = model_service_pb2_grpc.ModelServiceStub(served["channel"])
-    return [s.version for s in stub.GetModelStatus(request, timeout=30).model_version_status]
+    return [s.version for s in stub.GetModelStatus(request, timeout=30).model_version_status if s.state == state]
 
 
 def wait_for(condition, what, seconds=60):
@@ -131,7 +132,7 @@ def test_sigkill_during_export_leaves_no_visible_version_and_the_next_export_suc
     assert versions(base) == [1] and [p.name for p in base.iterdir() if not p.name.startswith(".")] == ["1"]
     registry = ModelRegistry(base.parent)
     registry.poll()
-    assert registry.models["digits"].version == 1 and not registry.failed
+    assert list(registry.models["digits"]) == [1] and not registry.failed
     assert 'name: "digits"' in (base.parent / "models.config").read_text()  # untouched: written after the rename
 
     target = export_savedmodel(model, base)
@@ -534,6 +535,8 @@ def test_corrupt_half_written_truncated_and_tampered_versions_are_skipped_while_
     wait_for(lambda: skipped(5), "the tampered version 5 to be logged and skipped")
     assert "WriteFile" in log.read_text()
     assert model_status(served, "versions") == [3] and not target.exists()
+    # As in TF Serving's status: the versions that failed to load, and the one unloaded, are END.
+    assert model_status(served, "versions", get_model_status_pb2.ModelVersionStatus.END) == [5, 4, 2, 1]
     response = served["stub"].Predict(predict_request("versions", "decode", {"z": Z}), timeout=30)
     assert response.model_spec.version.value == 3 and tf.make_ndarray(response.outputs["mean"]).shape == (3, *DIGITS_SHAPE)
     assert served["process"].poll() is None

@@ -7,6 +7,7 @@ The REST API is checked against goldens: request/response pairs copied from TF S
 docs (each cites its file at tensorflow/serving commit TFS below), replayed on rebuilds of the test models
 they were written for. `RestClient` runs in a process where TensorFlow cannot be imported."""
 
+import gzip
 import json
 import os
 import re
@@ -107,6 +108,12 @@ def check_protocol(target, model_name, saved_model_path, tf_serving_batching=Fal
         assert set(outputs) == set(expected), signature
         for key, value in expected.items():
             np.testing.assert_allclose(outputs[key], value, atol=1e-5, err_msg=f"{signature}/{key}")
+            # predict_util.cc writes Tensor::AsProtoField: values in the typed field that Go, Java and C++
+            # clients read (float_val for float32), never tensor_content.
+            proto = response.outputs[key]
+            assert not proto.tensor_content, f"{signature}/{key}"
+            if value.dtype == np.float32:
+                np.testing.assert_allclose(np.array(proto.float_val, np.float32).reshape(value.shape), value, atol=1e-5)
         assert response.model_spec.name == model_name and response.model_spec.version.value == 1
     metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     metadata_request.model_spec.name = model_name
@@ -117,7 +124,11 @@ def check_protocol(target, model_name, saved_model_path, tf_serving_batching=Fal
     assert set(signature_map.signature_def["sample"].inputs) == {"num_samples", "seed"}
     status_request = get_model_status_pb2.GetModelStatusRequest()
     status_request.model_spec.name = model_name
-    status = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(target)).GetModelStatus(status_request, timeout=30)
+    model_service = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(target))
+    status = model_service.GetModelStatus(status_request, timeout=30)
+    with pytest.raises(grpc.RpcError) as error:  # get_model_status_impl.cc
+        model_service.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "Missing ModelSpec" in error.value.details()
     assert [(s.version, s.state) for s in status.model_version_status] == [(1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
     bad_requests = [
         (("nope", "decode", {"z": Z}), grpc.StatusCode.NOT_FOUND, "nope"),
@@ -211,7 +222,8 @@ def test_a_new_version_is_picked_up_under_load_with_zero_failures(served):
     for thread in threads:
         thread.join()
     assert failures == []
-    assert versions[0] == 1 and versions[-1] == 2 and client.status() == [{"version": 2, "state": "AVAILABLE"}]
+    assert versions[0] == 1 and versions[-1] == 2
+    assert client.status() == [{"version": 2, "state": "AVAILABLE"}, {"version": 1, "state": "END"}]  # as TF Serving lists them
 
 
 def test_a_broken_version_is_skipped_and_the_previous_keeps_serving(served):
@@ -219,7 +231,10 @@ def test_a_broken_version_is_skipped_and_the_previous_keeps_serving(served):
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"not a protobuf")
     time.sleep(1.5)
-    assert kv.serving.Client(served["grpc"], "digits").status() == [{"version": 1, "state": "AVAILABLE"}]
+    (ended, serving) = kv.serving.Client(served["grpc"], "digits").status()
+    assert serving == {"version": 1, "state": "AVAILABLE"}
+    assert ended["version"] == 9 and ended["state"] == "END" and "Error parsing message" in ended["error"], ended
+    assert kv.serving.RestClient(served["rest"], "digits").status() == [ended, serving]
     shutil.rmtree(broken)
 
 
@@ -345,6 +360,78 @@ HALF_PLUS_TWO = "saved_model_half_plus_two_2_versions"  # the handler test's mod
 def save_module(module, path):
     names = [name for name, value in vars(type(module)).items() if hasattr(value, "get_concrete_function")]  # its tf.functions
     tf.saved_model.save(module, str(path), signatures={name: getattr(module, name) for name in names})
+
+
+def test_models_config_version_policies_labels_and_unloading_as_tf_serving(tmp_path, caplog):
+    """models.config's model_version_policy (specific, latest N) and version_labels, read again at each poll;
+    versions the policy drops or whose folders go are unloaded (END) once another serves, as TF Serving's
+    availability-preserving policy does; a label may only move to a version that serves."""
+    from kerasvae.serving.models import ModelRegistry, ServingError
+
+    for version in (1, 2, 3):
+        save_module(HalfPlusTwo(float(version)), tmp_path / "hp" / str(version))  # y = x / 2 + version
+    config = tmp_path / "models.config"
+
+    def configure(policy, labels):
+        labels = " ".join(f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items())
+        config.write_text(f'model_config_list {{ config {{ name: "hp" base_path: "{tmp_path / "hp"}" model_platform: '
+                          f'"tensorflow" model_version_policy {{ {policy} }} {labels} }} }}')
+        return registry.poll()
+
+    def answer(**request):
+        return float(registry.get("hp", **request).call("serving_default", {"x": np.float32(0.0)})["y"])
+
+    registry = ModelRegistry(tmp_path, config, warmup=False)
+    assert configure("specific { versions: 1 versions: 3 }", {"stable": 1, "canary": 3}) == ["hp"]
+    assert sorted(registry.models["hp"]) == [1, 3] and registry.status("hp") == [(3, None), (1, None)]
+    assert answer() == 3.0 and answer(label="stable") == 1.0 and answer(label="canary") == 3.0 and answer(version=1) == 1.0
+    with pytest.raises(ServingError, match=r"Servable not found for request: Specific\(hp, 2\)"):
+        registry.get("hp", 2)
+    with pytest.raises(ServingError, match="Unrecognized servable version label: beta"):
+        registry.get("hp", label="beta")
+
+    configure("latest { num_versions: 2 }", {"stable": 2})  # 1 leaves, 2 arrives, stable moves to it
+    assert registry.status("hp") == [(3, None), (2, None), (1, "")] and answer(label="stable") == 2.0
+    assert registry.status("hp", 1) == [(1, "")]
+    configure("latest { num_versions: 2 }", {"stable": 1})  # 1 does not serve: the label stays on 2
+    assert answer(label="stable") == 2.0 and "not available" in caplog.text
+
+    shutil.rmtree(tmp_path / "hp" / "3")  # the newest folder goes: 1 comes back, 3 ends
+    configure("latest { num_versions: 2 }", {})
+    assert registry.status("hp") == [(3, ""), (2, None), (1, None)] and answer() == 2.0
+    with pytest.raises(ServingError, match="Unrecognized servable version label: stable"):
+        registry.get("hp", label="stable")
+    assert configure("latest { num_versions: 2 }", {}) == []  # nothing changed
+
+    config.write_text("model_config_list { }")  # the model leaves the config: every version unloads
+    assert registry.poll() == ["hp"] and registry.models == {}
+    assert registry.status("hp") == [(3, ""), (2, ""), (1, "")]
+    with pytest.raises(ServingError, match=r"Servable not found for request: Latest\(hp\)"):
+        registry.get("hp")
+
+
+def test_clients_ask_for_a_label_and_the_rest_client_reports_a_refused_connection(tmp_path):
+    for version in (1, 2):
+        save_module(HalfPlusTwo(float(version)), tmp_path / "hp" / str(version))  # y = x / 2 + version
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "hp" base_path: "{tmp_path / "hp"}" model_platform: '
+                      '"tensorflow" model_version_policy { all {} } version_labels { key: "stable" value: 1 } } }')
+    server = kv.serving.Server(tmp_path, port=0, rest_port=0, model_config=config, model_warmup=False).start()
+    grpc_target, rest_target = f"127.0.0.1:{server.grpc_port}", f"127.0.0.1:{server.rest_port}"
+    x = {"x": np.array([0.0], np.float32)}
+    try:
+        for client_type, target in ((kv.serving.Client, grpc_target), (kv.serving.RestClient, rest_target)):
+            assert client_type(target, "hp", label="stable").predict("serving_default", x)["y"].tolist() == [1.0]
+            assert client_type(target, "hp").predict("serving_default", x)["y"].tolist() == [2.0]  # the newest
+            with pytest.raises(kv.serving.ServingClientError, match="Unrecognized servable version label: beta"):
+                client_type(target, "hp", label="beta").predict("serving_default", x)
+        with pytest.raises(ValueError, match="version or a label"):
+            kv.serving.RestClient(rest_target, "hp", version=1, label="stable")
+    finally:
+        server.stop(grace=1)
+    with pytest.raises(kv.serving.ServingClientError, match="UNAVAILABLE") as error:
+        kv.serving.RestClient(rest_target, "hp", retries=1).status()  # stopped: its port refuses connections
+    assert error.value.code == "UNAVAILABLE"
 
 
 @pytest.fixture(scope="module")
@@ -480,6 +567,10 @@ PREDICT_GOLDENS = [
     ("/v1/models/json_tensor:predict", {"signature_name": "named_inputs", "inputs": {
         "int_tensor": [[[1, 2], [3, 4], [5, 6]]], "str_tensor": ["foo", "bar"], "bin_tensor": {"b64": "aGVsbG8="}}},
      {"outputs": {"int_tensor": [[[1, 2], [3, 4], [5, 6]]], "str_tensor": ["foo", "bar"], "bin_tensor": "hello"}}),
+    # the same without base64's padding, which absl::Base64Unescape (json_tensor.cc's decoder) does not require
+    ("/v1/models/json_tensor:predict", {"signature_name": "named_inputs", "inputs": {
+        "int_tensor": [[[1, 2], [3, 4], [5, 6]]], "str_tensor": ["foo", "bar"], "bin_tensor": {"b64": "aGVsbG8"}}},
+     {"outputs": {"int_tensor": [[[1, 2], [3, 4], [5, 6]]], "str_tensor": ["foo", "bar"], "bin_tensor": "hello"}}),
 ]
 
 
@@ -488,6 +579,41 @@ def test_predict_matches_tf_serving(golden, path, body, expected):
     status, response = rest(golden, "POST", path, body)
     assert status == 200, response
     assert_json_equal(response, expected)
+
+
+def test_gzip_request_bodies_are_inflated_as_tf_serving_does(golden):
+    """evhttp_request.cc inflates a body sent with Content-Encoding: gzip; ours is capped after inflating."""
+    def post(body):
+        request = urllib.request.Request(f"http://{golden['rest']}/v1/models/{HALF_PLUS_TWO}:predict", data=body,
+                                         headers={"Content-Encoding": "gzip"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    assert post(gzip.compress(json.dumps({"instances": [1.0, 2.0]}).encode())) == (200, {"predictions": [2.5, 3.0]})
+    limit = golden["server"].limits["max_request_bytes"]
+    status, answer = post(gzip.compress(b" " * (limit + 1)))  # 64 MiB of spaces in 64 KiB
+    assert status == 429 and "inflates to more than" in answer["error"]
+    status, answer = post(b"not gzip")
+    assert status == 400 and "gunzip" in answer["error"]
+
+
+def test_chunked_request_bodies_are_read_as_evhttp_reads_them(golden):
+    """Streaming clients (Go's and Node's for bodies of unknown length, requests' generators) send chunks."""
+    import http.client
+
+    body = json.dumps({"instances": [1.0, 2.0]}).encode()
+    connection = http.client.HTTPConnection(golden["rest"], timeout=30)
+    connection.request("POST", f"/v1/models/{HALF_PLUS_TWO}:predict", body=iter([body[:7], body[7:]]), encode_chunked=True)
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {"predictions": [2.5, 3.0]})
+    connection.request("POST", f"/v1/models/{HALF_PLUS_TWO}:predict", body=iter([gzip.compress(body)]),
+                       headers={"Content-Encoding": "gzip"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {"predictions": [2.5, 3.0]})
+    connection.close()
 
 
 def test_floats_carry_the_decimals_tf_serving_writes(golden):
@@ -645,7 +771,7 @@ def test_log_requests_writes_one_access_line_per_request(golden, capsys):
     assert grpc_ok["peer"].startswith("ipv4:127.0.0.1:") and grpc_ok["call"] == '"/tensorflow.serving.PredictionService/Predict"'
     assert (grpc_ok["model"], grpc_ok["version"], grpc_ok["signature"], grpc_ok["status"]) == ("digits", "1", "decode", "OK")
     assert int(grpc_ok["bytes_in"]) > Z.nbytes and int(grpc_ok["bytes_out"]) > 0
-    assert grpc_missing["model"] == '"nope\\nforged line"' and grpc_missing["status"] == "INVALID_ARGUMENT"  # a malformed name
+    assert grpc_missing["model"] == '"nope\\nforged line"' and grpc_missing["status"] == "NOT_FOUND"  # as TF Serving: only looked up
 
 
 def test_rest_client_works_where_tensorflow_cannot_be_imported(golden):

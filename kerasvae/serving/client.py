@@ -39,8 +39,10 @@ class _SignatureClient:
     """The model-level API on top of one `predict(signature, inputs)` primitive, with large batches split
     into chunks of `max_batch` examples."""
 
-    def __init__(self, model_name, version=None, max_batch=1024):
-        self.model_name, self.version, self.max_batch = model_name, version, int(max_batch)
+    def __init__(self, model_name, version=None, max_batch=1024, label=None):
+        if version is not None and label:
+            raise ValueError("Name a version or a label, not both (TF Serving refuses requests with both).")
+        self.model_name, self.version, self.label, self.max_batch = model_name, version, label, int(max_batch)
 
     def predict(self, signature, inputs):
         """Run a signature: {input key: array} -> {output key: array}, chunked along the batch axis."""
@@ -85,19 +87,21 @@ class Client(_SignatureClient):
         model_name: str.
         version: int or None. None asks for the latest version.
         timeout: float. Deadline of each call in seconds. Defaults to 30.
+        label: str or None. A version label of the server's models.config ("stable", "canary") instead of
+            a version.
         max_batch: int. Examples per request; larger inputs are split. Defaults to 1024.
         retries: int. Retries of a call answered UNAVAILABLE (server starting or restarting), with
             exponential backoff; no other status is retried. Defaults to 3.
     """
 
-    def __init__(self, target, model_name, version=None, timeout=30.0, max_batch=1024, retries=3):
+    def __init__(self, target, model_name, version=None, timeout=30.0, max_batch=1024, retries=3, label=None):
         import grpc
         from tensorflow_serving.apis import (
             model_service_pb2_grpc,
             prediction_service_pb2_grpc,
         )
 
-        super().__init__(model_name, version, max_batch)
+        super().__init__(model_name, version, max_batch, label)
         self.timeout, self.retries = float(timeout), int(retries)
         self.channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)]
@@ -109,6 +113,8 @@ class Client(_SignatureClient):
         spec.name = self.model_name
         if self.version is not None:
             spec.version.value = int(self.version)
+        elif self.label:
+            spec.version_label = self.label
         if signature:
             spec.signature_name = signature
 
@@ -160,14 +166,16 @@ class Client(_SignatureClient):
         }
 
     def status(self):
-        """[{"version": int, "state": str}] from ModelService.GetModelStatus."""
+        """[{"version": int, "state": str}] from ModelService.GetModelStatus, newest first: AVAILABLE while
+        served, END once unloaded; "error" holds the reason a version failed to load."""
         from tensorflow_serving.apis import get_model_status_pb2
 
         request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec)
         response = self._call(self.model_service.GetModelStatus, request)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
-        return [{"version": s.version, "state": state_name(s.state)} for s in response.model_version_status]
+        return [{"version": s.version, "state": state_name(s.state), **({"error": s.status.error_message} if s.status.error_message else {})}
+                for s in response.model_version_status]
 
     def close(self):
         self.channel.close()
@@ -182,42 +190,60 @@ class RestClient(_SignatureClient):
 
     Args:
         target: str. host:port (or http://host:port) of the REST endpoint.
-        model_name, version, timeout, max_batch: as for `Client`.
+        model_name, version, label, timeout, max_batch: as for `Client`.
+        retries: int. Retries of a call answered 503 or refused at connection (server starting, restarting or
+            its queue full), with exponential backoff; a connection that still fails raises
+            ServingClientError("UNAVAILABLE", ...), as `Client` does. Defaults to 3.
     """
 
-    def __init__(self, target, model_name, version=None, timeout=30.0, max_batch=256):
-        super().__init__(model_name, version, max_batch)
+    def __init__(self, target, model_name, version=None, timeout=30.0, max_batch=256, retries=3, label=None):
+        super().__init__(model_name, version, max_batch, label)
         self.base = (target if target.startswith("http") else f"http://{target}").rstrip("/")
-        self.timeout = float(timeout)
-        self.signatures = None  # metadata(), once needed
+        self.timeout, self.retries = float(timeout), int(retries)
+        self.signatures = None  # metadata(), once needed; read again when a version's outputs change
 
     def _url(self, suffix=""):
-        version = f"/versions/{self.version}" if self.version is not None else ""
-        return f"{self.base}/v1/models/{urllib.parse.quote(self.model_name, safe='')}{version}{suffix}"
+        quote = lambda text: urllib.parse.quote(str(text), safe="")
+        version = (f"/versions/{self.version}" if self.version is not None else
+                   f"/labels/{quote(self.label)}" if self.label else "")
+        return f"{self.base}/v1/models/{quote(self.model_name)}{version}{suffix}"
 
     def _request(self, url, body=None):
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())  # TF Serving writes NaN and Infinity, which json reads
-        except urllib.error.HTTPError as error:
-            payload = error.read().decode(errors="replace")
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
             try:
-                message = json.loads(payload).get("error", payload)
-            except (json.JSONDecodeError, AttributeError):
-                message = payload
-            raise ServingClientError(error.code, message) from None
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())  # TF Serving writes NaN and Infinity, which json reads
+            except urllib.error.HTTPError as error:
+                payload = error.read().decode(errors="replace")
+                if error.code == 503 and attempt < self.retries:
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                try:
+                    message = json.loads(payload).get("error", payload)
+                except (json.JSONDecodeError, AttributeError):
+                    message = payload
+                raise ServingClientError(error.code, message) from None
+            except (urllib.error.URLError, ConnectionError) as error:  # refused, reset: nobody answered
+                if attempt < self.retries:
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                raise ServingClientError("UNAVAILABLE", str(getattr(error, "reason", error))) from None
+        raise AssertionError("unreachable")
 
     def _predict(self, signature, inputs):
         body = {"signature_name": signature, "inputs": {k: v.tolist() for k, v in inputs.items()}}
         outputs = self._request(self._url(":predict"), body)["outputs"]
-        if self.signatures is None:
-            self.signatures = self.metadata()
-        specs = self.signatures[signature]["outputs"]
-        if len(specs) == 1:  # TF Serving writes a single output's value without its name
-            outputs = {next(iter(specs)): outputs}
-        return {key: _array(value, specs[key][0], key) for key, value in outputs.items()}
+        for _ in range(2):  # a new version may have renamed or retyped the outputs: read the metadata again
+            if self.signatures is None:
+                self.signatures = self.metadata()
+            specs = self.signatures.get(signature, {}).get("outputs", {})
+            named = {next(iter(specs)): outputs} if len(specs) == 1 else outputs  # a single output comes unnamed
+            if isinstance(named, dict) and specs and set(named) <= set(specs):
+                return {key: _array(value, specs[key][0], key) for key, value in named.items()}
+            self.signatures = None
+        raise ServingClientError("FAILED_PRECONDITION", f"The answer of {signature!r} does not match its metadata")
 
     def metadata(self):
         """As `Client.metadata`, read from TF Serving's JSON (DT_FLOAT dtypes, sizes as strings)."""
@@ -237,8 +263,9 @@ class RestClient(_SignatureClient):
         }
 
     def status(self):
-        """[{"version": int, "state": str}] from the model status endpoint."""
-        return [{"version": int(s["version"]), "state": s["state"]} for s in self._request(self._url())["model_version_status"]]
+        """[{"version": int, "state": str}] from the model status endpoint, as `Client.status` gives them."""
+        return [{"version": int(s["version"]), "state": s["state"], **({"error": s["status"]["error_message"]} if s.get("status", {}).get("error_message") else {})}
+                for s in self._request(self._url())["model_version_status"]]
 
 
 def _array(value, dtype, key):

@@ -1,9 +1,11 @@
 """The models a server holds: SavedModel versions found under a serving root (or listed in a TF Serving
 models.config), loaded through their signatures only, polled for new versions and swapped in atomically.
 
-Like TF Serving's default version policy, each model serves its latest loadable version; a version folder
-that fails to load is logged and skipped while the previous one keeps serving, and is tried again once its
-files change (a version still being copied in loads when the copy is complete).
+Like TF Serving's default version policy, each model serves its latest loadable version (a models.config may
+ask for the latest N, all or specific versions, and label versions); a version folder that fails to load is
+logged and skipped while the previous one keeps serving, and is tried again once its files change (a version
+still being copied in loads when the copy is complete). A version whose folder is deleted, or that the policy
+no longer names, is unloaded once another serves.
 
 Model files are read as data: a version is screened before it loads (`screen_graph`), so a SavedModel whose
 graph could touch the file system, run Python or open connections is refused, and nothing from a model
@@ -72,16 +74,6 @@ def clip(text, limit=MESSAGE_CHARS):
     megabyte-long model name would overflow gRPC's metadata limit and reach the client as a transport error."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def check_model_name(name):
-    """INVALID_ARGUMENT unless `name` is a model name `kerasvae export` could have written: 1-128 letters,
-    digits, '_', '.' or '-', not starting with '.' (so never '..' or a path)."""
-    if not MODEL_NAME.fullmatch(name):
-        raise ServingError(
-            "INVALID_ARGUMENT",
-            f"Invalid model name {clip(name)!r}: expected 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
-        )
 
 
 def screen_graph(saved_model):
@@ -299,14 +291,50 @@ def _shape(shape):
     return [-1 if d is None else d for d in shape.as_list()]
 
 
+class ModelConfig:
+    """What a model serves: its base folder, TF Serving's version policy and its version labels.
+
+    Args:
+        base: Path. The folder of integer version folders.
+        policy: "latest", "all" or "specific" (models.config's model_version_policy; default latest).
+        num_versions: int. How many of the newest versions "latest" serves (at least 1, as TF Serving reads 0).
+        versions: tuple of ints. The versions "specific" serves.
+        labels: {label: version} (models.config's version_labels).
+    """
+
+    def __init__(self, base, policy="latest", num_versions=1, versions=(), labels=None):
+        self.base, self.policy = Path(base), policy
+        self.num_versions, self.versions = max(int(num_versions), 1), tuple(int(v) for v in versions)
+        self.labels = dict(labels or {})
+
+    @classmethod
+    def from_proto(cls, config):
+        """From a ModelServerConfig's ModelConfig (tensorflow_serving/config/model_server_config.proto)."""
+        policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
+        return cls(config.base_path, policy, num_versions=config.model_version_policy.latest.num_versions,
+                   versions=config.model_version_policy.specific.versions, labels=config.version_labels)
+
+    def wanted(self, on_disk):
+        """The versions the policy asks for among `on_disk`, newest first (file_system_storage_path_source.cc's
+        AspireLatestVersions / AspireAllVersions / AspireSpecificVersions)."""
+        on_disk = sorted(on_disk, reverse=True)
+        if self.policy == "all":
+            return on_disk
+        if self.policy == "specific":
+            return [v for v in on_disk if v in self.versions]
+        return on_disk[: self.num_versions]
+
+
 class ModelRegistry:
-    """{model name: latest LoadedVersion}, refreshed by `poll()` (called by a background thread).
+    """The versions each model serves, its version labels and the states of the versions it no longer serves,
+    refreshed by `poll()` (called by a background thread).
 
     Args:
         root: str or Path. Serving root holding one folder per model (integer version folders inside), as
             written by `kerasvae export`; folders whose names are not valid model names are ignored.
         model_config: str, Path or None. A TF Serving models.config (text ModelServerConfig): serve exactly
-            its models, from their base_path, instead of every folder under root.
+            its models, from their base_path, with their model_version_policy and version_labels, instead of
+            the latest version of every folder under root. It is read again at every poll.
         warmup: bool. Replay each version's warmup requests before serving it (`LoadedVersion.replay_warmup`;
             TF Serving's --enable_model_warmup). Defaults to True.
     """
@@ -315,15 +343,18 @@ class ModelRegistry:
         self.root = Path(root)
         self.warmup = bool(warmup)
         self.model_config = model_config
-        self.models = {}
+        self.models = {}  # name -> {version: LoadedVersion}, replaced (never mutated) under the lock
+        self.labels = {}  # name -> {label: version}
+        self.ended = {}  # name -> {version: error message, "" for a version unloaded}: TF Serving's END states
         self.lock = threading.Lock()
         self.failed = {}  # (name, version) -> fingerprint of the folder when it failed to load
 
-    def base_paths(self):
+    def configs(self):
+        """{model name: ModelConfig} of what to serve now."""
         if self.model_config is None:
             if not self.root.is_dir():
                 raise ValueError(f"Serving root {self.root} is not a folder.")
-            return {p.name: p for p in sorted(self.root.iterdir()) if p.is_dir() and MODEL_NAME.fullmatch(p.name)}
+            return {p.name: ModelConfig(p) for p in sorted(self.root.iterdir()) if p.is_dir() and MODEL_NAME.fullmatch(p.name)}
         from tensorflow_serving.config import model_server_config_pb2
 
         config = model_server_config_pb2.ModelServerConfig()
@@ -331,66 +362,131 @@ class ModelRegistry:
             text_format.Parse(Path(self.model_config).read_text(), config)
         except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
             raise ValueError(f"Cannot read model config {self.model_config}: {error}") from None
-        return {c.name: Path(c.base_path) for c in config.model_config_list.config}
+        return {c.name: ModelConfig.from_proto(c) for c in config.model_config_list.config}
 
     def poll(self):
-        """Load each model's newest version if it is not the one being served. Returns names that changed."""
+        """Bring each model's served versions in line with its policy and the folders on disk, and drop the
+        models no longer configured. Returns the names whose versions changed."""
+        configs = self.configs()
         changed = []
-        for name, base in self.base_paths().items():
+        for name, config in configs.items():
             try:
-                if self._poll_model(name, base):
+                if self._poll_model(name, config):
                     changed.append(name)
             except OSError as error:  # an unreadable model folder must not stop the other models' polling
-                log.warning("cannot poll %s (%s): %s", name, base, error)
+                log.warning("cannot poll %s (%s): %s", name, config.base, error)
+        for name in [name for name in self.models if name not in configs]:
+            self._serve(name, {}, {})
+            log.info("unloaded %s: no longer configured", name)
+            changed.append(name)
         return changed
 
-    def _poll_model(self, name, base):
-        versions = sorted((int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True) if base.is_dir() else []
-        current = self.models.get(name)
+    def _poll_model(self, name, config):
+        base = config.base
+        on_disk = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
+        wanted = config.wanted(on_disk)
+        current = self.models.get(name, {})
+        serving = {v: current[v] for v in wanted if v in current}
+        for version in wanted:
+            if version not in serving:
+                loaded = self._load(name, version, base / str(version))
+                if loaded is not None:
+                    serving[version] = loaded
+        if wanted and not serving:
+            # Nothing the policy names loads (a broken newest version). TF Serving's availability-preserving
+            # policy keeps the newest version that serves now; at start, with none, the latest policy here
+            # also tries older versions, so a bad copy never keeps a model down. With nothing wanted (every
+            # folder deleted, or a policy naming none on disk) everything is unloaded, as in TF Serving.
+            serving = ({max(current): current[max(current)]} if current else
+                       self._first_loadable(name, base, sorted(set(on_disk) - set(wanted), reverse=True))
+                       if config.policy == "latest" else {})
+        labels = self._labels(name, config, serving)
+        if serving.keys() == current.keys() and labels == self.labels.get(name, {}):
+            return False
+        self._serve(name, serving, labels)
+        return True
+
+    def _load(self, name, version, path):
+        fingerprint = _fingerprint(path)
+        if self.failed.get((name, version)) == fingerprint:
+            return None  # failed before and unchanged since: do not retry
+        try:
+            loaded = LoadedVersion(name, version, path, warmup=self.warmup)
+        except Exception as error:  # noqa: BLE001 - a broken folder must never stop the server
+            log.warning("skipping %s version %d (%s): %s", name, version, path, clip(error, 500))
+            self.failed[(name, version)] = fingerprint
+            self.ended.setdefault(name, {})[version] = clip(error, 500)
+            return None
+        self.failed.pop((name, version), None)
+        log.info("serving %s version %d from %s (loaded in %.2f s, %d warmup requests in %.2f s)", name, version,
+                 loaded.path, loaded.load_seconds, loaded.warmup_requests, loaded.warmup_seconds)
+        return loaded
+
+    def _first_loadable(self, name, base, versions):
         for version in versions:
-            if current is not None and version <= current.version:
-                return False
-            path = base / str(version)
-            fingerprint = _fingerprint(path)
-            if self.failed.get((name, version)) == fingerprint:
-                continue  # failed before and unchanged since: keep serving what we have without retrying
-            try:
-                loaded = LoadedVersion(name, version, path, warmup=self.warmup)
-            except Exception as error:  # noqa: BLE001 - a broken folder must never stop the server
-                log.warning("skipping %s version %d (%s): %s", name, version, path, clip(error, 500))
-                self.failed[(name, version)] = fingerprint
-                continue
-            self.failed.pop((name, version), None)
-            with self.lock:  # requests in flight keep their reference to the old version
-                self.models = {**self.models, name: loaded}
-            log.info("serving %s version %d from %s (loaded in %.2f s, %d warmup requests in %.2f s)", name, version,
-                     loaded.path, loaded.load_seconds, loaded.warmup_requests, loaded.warmup_seconds)
-            return True
-        return False
+            loaded = self._load(name, version, base / str(version))
+            if loaded is not None:
+                return {version: loaded}
+        return {}
+
+    def _labels(self, name, config, serving):
+        """The model's labels: each configured label whose version serves; one naming a version that does not
+        serve keeps its previous version, as TF Serving refuses such a config change and keeps the old map."""
+        previous = self.labels.get(name, {})
+        labels = {}
+        for label, version in config.labels.items():
+            if version in serving:
+                labels[label] = version
+            else:
+                if previous.get(label) != version:
+                    log.warning("label %s of %s names version %d, which is not available; it stays at %s", label,
+                                name, version, previous.get(label, "none"))
+                if label in previous and previous[label] in serving:
+                    labels[label] = previous[label]
+        return labels
+
+    def _serve(self, name, serving, labels):
+        ended = dict(self.ended.get(name, {}))
+        for version in self.models.get(name, {}):
+            if version not in serving:
+                ended[version] = ""  # unloaded cleanly: END with status OK
+                log.info("unloaded %s version %d", name, version)
+        for version in serving:
+            ended.pop(version, None)
+        with self.lock:  # requests in flight keep their references to the versions they hold
+            self.models = {**{k: v for k, v in self.models.items() if k != name}, **({name: serving} if serving else {})}
+            self.labels = {**self.labels, name: labels}
+            self.ended = {**self.ended, name: ended}
 
     def get(self, name, version=None, label=""):
-        """The LoadedVersion a request names: INVALID_ARGUMENT for any version label (none are configured;
-        TF Serving looks the label up before the model), NOT_FOUND for a model or version not served,
-        INVALID_ARGUMENT for a malformed name."""
-        if label:
-            raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
+        """The LoadedVersion a request names: the newest served version, the one `version` names or the one
+        `label` maps to. INVALID_ARGUMENT for an unknown label (TF Serving looks labels up before the model),
+        NOT_FOUND for a model or version not served (a name that no export could have is only looked up)."""
         models = self.models
-        if name not in models:
-            check_model_name(name)
-        if name not in models or version not in (None, models[name].version):
-            request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+        if label:
+            version = self.labels.get(name, {}).get(label)
+            if version is None:
+                raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
+        served = models.get(name, {})
+        loaded = served.get(max(served) if version is None and served else version)
+        if loaded is None:
+            request = f"Latest({clip(name)})" if version is None else f"Specific({clip(name)}, {version})"
             raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
-        return models[name]
+        return loaded
 
     def status(self, name, version=None):
-        """The LoadedVersion GetModelStatus reports, with TF Serving's NOT_FOUND messages; like TF Serving's,
-        it ignores version labels."""
-        loaded = self.models.get(name)
-        if loaded is None:
+        """[(version, error message or None while served)] newest first: every version the model serves, then
+        those unloaded ("") or that failed to load (the error), as GetModelStatus lists AVAILABLE and END
+        versions; TF Serving's NOT_FOUND messages. Like TF Serving's, it ignores version labels."""
+        served, ended = self.models.get(name, {}), self.ended.get(name, {})
+        states = {**{v: message for v, message in ended.items()}, **{v: None for v in served}}
+        if not states:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {clip(name)}")
-        if version is not None and version != loaded.version:
-            raise ServingError("NOT_FOUND", f"Could not find version {version} of model {clip(name)}")
-        return loaded
+        if version is not None:
+            if version not in states:
+                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {clip(name)}")
+            return [(version, states[version])]
+        return sorted(states.items(), reverse=True)
 
 
 def _fingerprint(path):

@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from concurrent import futures
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -195,7 +197,7 @@ class PredictionService:
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, loaded, signature)
         for key in output_keys:
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+            response.outputs[key].CopyFrom(as_proto_field(outputs[key]))
         return response
 
     def GetModelMetadata(self, request, context):
@@ -222,6 +224,8 @@ class ModelService:
         self.registry = registry
 
     def GetModelStatus(self, request, context):
+        if not request.HasField("model_spec"):
+            raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")  # get_model_status_impl.cc
         return status_response(self.registry.status(request.model_spec.name, _version(request.model_spec)))
 
 
@@ -236,10 +240,17 @@ def metadata_response(loaded):
     return response
 
 
-def status_response(loaded):
+def status_response(states):
+    """GetModelStatusResponse from ModelRegistry.status's [(version, None while served, else the END
+    message: "" unloaded, the error of a failed load)]."""
     response = get_model_status_pb2.GetModelStatusResponse()
-    version_status = response.model_version_status.add(version=loaded.version, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE)
-    version_status.status.SetInParent()  # TF Serving always sets the health: error_code OK, error_message ""
+    for version, ended in states:
+        state = get_model_status_pb2.ModelVersionStatus.AVAILABLE if ended is None else get_model_status_pb2.ModelVersionStatus.END
+        version_status = response.model_version_status.add(version=version, state=state)
+        version_status.status.SetInParent()  # TF Serving always sets the health: error_code OK, error_message ""
+        if ended:
+            version_status.status.error_code = error_codes_pb2.UNKNOWN
+            version_status.status.error_message = ended
     return response
 
 
@@ -295,6 +306,34 @@ def _served(request, response):
     elif getattr(response, "model_version_status", None):
         version = response.model_version_status[0].version
     return spec.name, version, signature
+
+
+# Tensor::AsProtoField's typed field per dtype (tensor.cc's ProtoHelper); half_val holds 16-bit floats' bits,
+# the complex fields interleave real and imaginary parts.
+PROTO_FIELDS = {"float32": "float_val", "float64": "double_val", "int32": "int_val", "int16": "int_val",
+                "int8": "int_val", "uint8": "int_val", "uint16": "int_val", "int64": "int64_val",
+                "uint32": "uint32_val", "uint64": "uint64_val", "bool": "bool_val", "float16": "half_val",
+                "bfloat16": "half_val", "complex64": "scomplex_val", "complex128": "dcomplex_val"}
+
+
+def as_proto_field(value):
+    """A Predict output as TF Serving writes it: Tensor::AsProtoField, every value in the dtype's typed
+    field (float_val, int_val, ...; strings in string_val), not tensor_content, which the server uses only
+    with --enable_serialization_as_tensor_content (predict_util.cc's RunPredict defaults to kAsProtoField).
+    Clients that read outputs["x"].float_val, as the Go, Java and C++ examples do, find the values there."""
+    array = np.asarray(value)
+    field = PROTO_FIELDS.get(array.dtype.name)
+    if field is None:  # strings: tf.make_tensor_proto fills string_val
+        return tf.make_tensor_proto(array)
+    proto = tf.make_tensor_proto(np.zeros((0,), array.dtype))  # the dtype enum as TensorFlow names it
+    proto.tensor_shape.CopyFrom(tf.TensorShape(array.shape).as_proto())
+    flat = array.reshape(-1)
+    if field == "half_val":
+        flat = flat.view(np.uint16)
+    elif field in ("scomplex_val", "dcomplex_val"):
+        flat = flat.view(np.float32 if field == "scomplex_val" else np.float64)
+    getattr(proto, field).extend(flat.tolist())
+    return proto
 
 
 def _describe(key, proto):
@@ -390,6 +429,46 @@ def parse_json_body(raw):
 # else is walked element by element as json_tensor.cc walks it, which finds TF Serving's error (or reads strings).
 
 
+CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+
+
+def _read_chunked(rfile, limit):
+    """A Transfer-Encoding: chunked body (RFC 9112 section 7.1) of at most `limit` bytes; trailers are read
+    and dropped."""
+    body = bytearray()
+    while True:
+        line = rfile.readline(1 << 12)
+        size_text = line.split(b";", 1)[0].strip()
+        if not line.endswith(b"\n") or not CHUNK_SIZE.fullmatch(size_text):
+            raise _invalid("Malformed chunked request body")
+        size = int(size_text, 16)
+        if size == 0:
+            for _ in range(64):
+                if rfile.readline(1 << 12) in (b"\r\n", b"\n", b""):
+                    return bytes(body)
+            raise _invalid("Malformed chunked request body: too many trailers")
+        if len(body) + size > limit:
+            raise ServingError("RESOURCE_EXHAUSTED", f"Request of more than {limit} bytes")
+        chunk = rfile.read(size)
+        if len(chunk) < size or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise _invalid("Malformed chunked request body")
+        body += chunk
+
+
+def _gunzip(raw, limit):
+    """A gzip request body, inflated to at most `limit` bytes (a small body must not inflate without bound)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error as error:
+        raise _invalid(f"Cannot gunzip the request body: {error}") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise ServingError("RESOURCE_EXHAUSTED", f"Request inflates to more than {limit} bytes")
+    if not inflater.eof:
+        raise _invalid("Cannot gunzip the request body: it ends early")
+    return body
+
+
 def _is_b64(value):
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
@@ -425,8 +504,11 @@ def _element(value, dtype):
             raise _type_error(value, dtype)
         if not _is_b64(value):
             raise _format_error(value, "not formatted correctly for base64 data")
+        text = value["b64"]
+        if "=" not in text:  # absl::Base64Unescape takes unpadded input; padding that is there must be right
+            text += "=" * (-len(text) % 4)
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise _invalid("Unable to base64 decode") from None
     if dtype in INT_RANGES:
@@ -651,10 +733,10 @@ def check_examples(doc):
         check(example)
 
 
-def status_json(loaded):
+def status_json(states):
     """GetModelStatusResponse in TF Serving's JSON (ToJsonString in http_rest_api_util.cc): every field
     printed; the names are the proto's json_names, which are snake_case."""
-    return json_format.MessageToDict(status_response(loaded), always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(status_response(states), always_print_fields_with_no_presence=True)
 
 
 def metadata_json(loaded):
@@ -705,8 +787,15 @@ def make_rest_handler(registry, limits, runner=None, access_log=None):
             self.wfile.write(body)
 
         def _body(self):
-            if self.headers.get("Transfer-Encoding"):
-                raise _invalid("Chunked request bodies are not supported; send Content-Length")
+            encoding = self.headers.get("Transfer-Encoding")
+            if encoding:
+                if self.headers.get("Content-Length") is not None:  # RFC 9112 6.3: a sign of request smuggling
+                    raise _invalid("A request may not carry both Transfer-Encoding and Content-Length")
+                if encoding.strip().lower() != "chunked":
+                    raise _invalid(f"Unsupported Transfer-Encoding {clip(encoding)!r}")
+                raw = _read_chunked(self.rfile, limits["max_request_bytes"])  # as libevent's evhttp reads them
+                self.bytes_in = len(raw)
+                return self._inflated(raw)
             text = self.headers.get("Content-Length") or "0"
             if not CONTENT_LENGTH.fullmatch(text):
                 raise _invalid(f"Content-Length must be a non-negative integer, got {clip(text)!r}")
@@ -717,6 +806,11 @@ def make_rest_handler(registry, limits, runner=None, access_log=None):
             self.bytes_in = len(raw)
             if len(raw) < length:
                 raise _invalid(f"The body ended after {len(raw)} of {length} bytes")
+            return self._inflated(raw)
+
+        def _inflated(self, raw):
+            if "gzip" in self.headers.get("Content-Encoding", "").lower():  # evhttp_request.cc gunzips such bodies
+                return _gunzip(raw, limits["max_request_bytes"])
             return raw
 
         def _process(self, path, deadline):
@@ -751,9 +845,9 @@ def make_rest_handler(registry, limits, runner=None, access_log=None):
                 loaded = registry.get(name, version, label)
                 self.served.update(version=loaded.version)
                 return metadata_json(loaded), 1
-            loaded = registry.status(name, version)
-            self.served.update(version=loaded.version)
-            return status_json(loaded), 1  # TF Serving pretty-prints proto JSON with one-space indents
+            states = registry.status(name, version)
+            self.served.update(version=states[0][0])
+            return status_json(states), 1  # TF Serving pretty-prints proto JSON with one-space indents
 
         def _handle(self):
             self._begin()
@@ -790,6 +884,7 @@ class RestServer(ThreadingHTTPServer):
     429 at once and closed, so a flood of connections cannot exhaust threads or memory."""
 
     daemon_threads = True
+    allow_reuse_port = False  # Python 3.13.0-3.13.4 set it: a second server could then share the port
     TOO_MANY_BODY = b'{"error": "Too many connections; retry later"}'
     TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(TOO_MANY_BODY), TOO_MANY_BODY))
@@ -945,6 +1040,7 @@ class Server:
         self.stopped.set()
         if self.rest:
             self.rest.shutdown()
+            self.rest.server_close()  # free the port now, not when the object is collected
         self.grpc.stop(grace).wait()
         self.runner.shutdown()
 
@@ -956,7 +1052,7 @@ def serve(root, port=8500, rest_port=None, log_requests=False, **options):
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
-    models = ", ".join(f"{m.name}:{m.version}" for m in server.registry.models.values())
+    models = ", ".join(f"{name}:{','.join(map(str, sorted(versions)))}" for name, versions in server.registry.models.items())
     rest = f", REST on {server.host}:{server.rest_port}" if server.rest else ""
     batching = "" if server.batching is None else "; batching " + ", ".join(f"{k}={v}" for k, v in vars(server.batching).items())
     print(f"kerasvae serve: gRPC on {server.host}:{server.grpc_port}{rest}; models {models}{batching}", flush=True)
