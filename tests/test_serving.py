@@ -394,7 +394,9 @@ def test_models_config_version_policies_labels_and_unloading_as_tf_serving(tmp_p
     assert registry.status("hp") == [(3, None), (2, None), (1, "")] and answer(label="stable") == 2.0
     assert registry.status("hp", 1) == [(1, "")]
     configure("latest { num_versions: 2 }", {"stable": 1})  # 1 does not serve: the label stays on 2
-    assert answer(label="stable") == 2.0 and "not available" in caplog.text
+    assert answer(label="stable") == 2.0 and caplog.text.count("does not serve") == 1
+    configure("latest { num_versions: 2 }", {"stable": 1})
+    assert caplog.text.count("does not serve") == 1  # said once, not at every poll
 
     shutil.rmtree(tmp_path / "hp" / "3")  # the newest folder goes: 1 comes back, 3 ends
     configure("latest { num_versions: 2 }", {})
@@ -403,6 +405,14 @@ def test_models_config_version_policies_labels_and_unloading_as_tf_serving(tmp_p
         registry.get("hp", label="stable")
     assert configure("latest { num_versions: 2 }", {}) == []  # nothing changed
 
+    config.write_text("")  # a config caught mid-write: no action, as TF Serving takes none for an empty config
+    assert registry.poll() == [] and sorted(registry.models["hp"]) == [1, 2]
+    (tmp_path / "hp").rename(tmp_path / "hp_moved")  # the base folder unmounted or replaced: keep serving
+    assert configure("latest { num_versions: 2 }", {}) == [] and sorted(registry.models["hp"]) == [1, 2]
+    (tmp_path / "hp_moved").rename(tmp_path / "hp")
+    config.write_text('model_config_list { config { name: "hp" base_path: "/a" } config { name: "hp" base_path: "/b" } }')
+    with pytest.raises(ValueError, match=r"names \['hp'\] more than once"):
+        registry.poll()
     config.write_text("model_config_list { }")  # the model leaves the config: every version unloads
     assert registry.poll() == ["hp"] and registry.models == {}
     assert registry.status("hp") == [(3, ""), (2, ""), (1, "")]
@@ -614,6 +624,18 @@ def test_chunked_request_bodies_are_read_as_evhttp_reads_them(golden):
     response = connection.getresponse()
     assert (response.status, json.loads(response.read())) == (200, {"predictions": [2.5, 3.0]})
     connection.close()
+    limit = golden["server"].limits["max_request_bytes"]
+    for raw, status, fragment in [
+        (b"zz\r\n{}\r\n0\r\n\r\n", 400, "Malformed chunked"),  # a size that is not hex
+        (b"2\r\n{}0\r\n\r\n", 400, "Malformed chunked"),  # a chunk longer than its size
+        (b"%x\r\n" % (limit + 1), 429, "more than"),  # refused before it is read
+        (b"2;ext=1\r\n{}\r\n0\r\nTrailer: x\r\n\r\n", 400, "Missing 'inputs'"),  # extensions and trailers are read past: {} parsed
+    ]:
+        with socket.create_connection(golden["rest"].split(":"), timeout=30) as raw_connection:
+            raw_connection.sendall(b"POST /v1/models/%s:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   % HALF_PLUS_TWO.encode() + raw)
+            head, _, payload = raw_connection.makefile("rb").read().partition(b"\r\n\r\n")
+        assert int(head.split()[1]) == status and fragment in json.loads(payload)["error"], (raw, head, payload)
 
 
 def test_floats_carry_the_decimals_tf_serving_writes(golden):

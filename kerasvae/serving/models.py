@@ -15,9 +15,9 @@ models, never joined to a path.
 
 import logging
 import os
-import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -325,6 +325,16 @@ class ModelConfig:
         return on_disk[: self.num_versions]
 
 
+class ModelState(NamedTuple):
+    """One model as requests see it, replaced whole by a poll: the versions it serves {version:
+    LoadedVersion}, its labels {label: version} and its END versions {version: "" once unloaded, else the
+    error of a failed load}."""
+
+    serving: dict
+    labels: dict
+    ended: dict
+
+
 class ModelRegistry:
     """The versions each model serves, its version labels and the states of the versions it no longer serves,
     refreshed by `poll()` (called by a background thread).
@@ -339,18 +349,26 @@ class ModelRegistry:
             TF Serving's --enable_model_warmup). Defaults to True.
     """
 
+    MAX_ENDED = 100  # END versions kept per model, newest first: a status must not grow with every push
+
     def __init__(self, root, model_config=None, warmup=True):
         self.root = Path(root)
         self.warmup = bool(warmup)
         self.model_config = model_config
-        self.models = {}  # name -> {version: LoadedVersion}, replaced (never mutated) under the lock
-        self.labels = {}  # name -> {label: version}
-        self.ended = {}  # name -> {version: error message, "" for a version unloaded}: TF Serving's END states
-        self.lock = threading.Lock()
+        # name -> ModelState. Only poll() (one thread) replaces it, with one assignment of a new dict, so a
+        # request reads one consistent state of its model without a lock.
+        self.states = {}
         self.failed = {}  # (name, version) -> fingerprint of the folder when it failed to load
+        self.warned = set()  # (name, label, version) of labels already reported as not available
+
+    @property
+    def models(self):
+        """{name: {version: LoadedVersion}} of the models that serve."""
+        return {name: state.serving for name, state in self.states.items() if state.serving}
 
     def configs(self):
-        """{model name: ModelConfig} of what to serve now."""
+        """{model name: ModelConfig} of what to serve now; None for a models.config that lists no models (a
+        file caught mid-write reads as empty: TF Serving also takes no action for an empty config)."""
         if self.model_config is None:
             if not self.root.is_dir():
                 raise ValueError(f"Serving root {self.root} is not a folder.")
@@ -362,112 +380,116 @@ class ModelRegistry:
             text_format.Parse(Path(self.model_config).read_text(), config)
         except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
             raise ValueError(f"Cannot read model config {self.model_config}: {error}") from None
+        if not config.HasField("model_config_list"):
+            return None
+        names = [c.name for c in config.model_config_list.config]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"Model config {self.model_config} names {repeated} more than once.")
         return {c.name: ModelConfig.from_proto(c) for c in config.model_config_list.config}
 
     def poll(self):
         """Bring each model's served versions in line with its policy and the folders on disk, and drop the
-        models no longer configured. Returns the names whose versions changed."""
+        models no longer configured. Returns the names whose versions or labels changed."""
         configs = self.configs()
-        changed = []
+        if configs is None:
+            log.warning("model config %s lists no models: taking no action", self.model_config)
+            return []
+        states, changed = dict(self.states), []
         for name, config in configs.items():
             try:
-                if self._poll_model(name, config):
-                    changed.append(name)
+                state = self._poll_model(name, config, states.get(name, ModelState({}, {}, {})))
             except OSError as error:  # an unreadable model folder must not stop the other models' polling
                 log.warning("cannot poll %s (%s): %s", name, config.base, error)
-        for name in [name for name in self.models if name not in configs]:
-            self._serve(name, {}, {})
+                continue
+            if state is not None:
+                states[name] = state
+                changed.append(name)
+        for name in [name for name, state in states.items() if name not in configs and state.serving]:
+            states[name] = _ended(states[name], {}, {}, {})
             log.info("unloaded %s: no longer configured", name)
             changed.append(name)
+        self.states = states
         return changed
 
-    def _poll_model(self, name, config):
-        base = config.base
-        on_disk = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
-        wanted = config.wanted(on_disk)
-        current = self.models.get(name, {})
+    def _poll_model(self, name, config, state):
+        """The model's new ModelState, or None when nothing changed."""
+        base, current = config.base, state.serving
+        if not base.is_dir():  # an unmounted or replaced folder: TF Serving changes nothing on such an error
+            if current:
+                log.warning("base path %s of %s is not a folder: keeping its versions", base, name)
+            return None
+        on_disk = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+        self.failed = {key: value for key, value in self.failed.items() if key[0] != name or key[1] in on_disk}
+        wanted, failures = config.wanted(on_disk), {}
         serving = {v: current[v] for v in wanted if v in current}
         for version in wanted:
             if version not in serving:
-                loaded = self._load(name, version, base / str(version))
+                loaded = self._load(name, version, base / str(version), failures)
                 if loaded is not None:
                     serving[version] = loaded
         if wanted and not serving:
             # Nothing the policy names loads (a broken newest version). TF Serving's availability-preserving
             # policy keeps the newest version that serves now; at start, with none, the latest policy here
             # also tries older versions, so a bad copy never keeps a model down. With nothing wanted (every
-            # folder deleted, or a policy naming none on disk) everything is unloaded, as in TF Serving.
-            serving = ({max(current): current[max(current)]} if current else
-                       self._first_loadable(name, base, sorted(set(on_disk) - set(wanted), reverse=True))
-                       if config.policy == "latest" else {})
-        labels = self._labels(name, config, serving)
-        if serving.keys() == current.keys() and labels == self.labels.get(name, {}):
-            return False
-        self._serve(name, serving, labels)
-        return True
+            # version folder deleted, or a policy naming none on disk) everything is unloaded, as in TF Serving.
+            if current:
+                serving = {max(current): current[max(current)]}
+            elif config.policy == "latest":
+                for version in sorted(set(on_disk) - set(wanted), reverse=True):
+                    loaded = self._load(name, version, base / str(version), failures)
+                    if loaded is not None:
+                        serving = {version: loaded}
+                        break
+        labels = self._labels(name, config, serving, state.labels)
+        if serving.keys() == current.keys() and labels == state.labels and not failures:
+            return None
+        return _ended(state, serving, labels, failures)
 
-    def _load(self, name, version, path):
+    def _load(self, name, version, path, failures):
+        """The LoadedVersion, or None with the error in `failures` (a failure unchanged since is not retried)."""
         fingerprint = _fingerprint(path)
         if self.failed.get((name, version)) == fingerprint:
-            return None  # failed before and unchanged since: do not retry
+            return None
         try:
             loaded = LoadedVersion(name, version, path, warmup=self.warmup)
         except Exception as error:  # noqa: BLE001 - a broken folder must never stop the server
             log.warning("skipping %s version %d (%s): %s", name, version, path, clip(error, 500))
             self.failed[(name, version)] = fingerprint
-            self.ended.setdefault(name, {})[version] = clip(error, 500)
+            failures[version] = clip(error, 500)
             return None
         self.failed.pop((name, version), None)
         log.info("serving %s version %d from %s (loaded in %.2f s, %d warmup requests in %.2f s)", name, version,
                  loaded.path, loaded.load_seconds, loaded.warmup_requests, loaded.warmup_seconds)
         return loaded
 
-    def _first_loadable(self, name, base, versions):
-        for version in versions:
-            loaded = self._load(name, version, base / str(version))
-            if loaded is not None:
-                return {version: loaded}
-        return {}
-
-    def _labels(self, name, config, serving):
-        """The model's labels: each configured label whose version serves; one naming a version that does not
-        serve keeps its previous version, as TF Serving refuses such a config change and keeps the old map."""
-        previous = self.labels.get(name, {})
+    def _labels(self, name, config, serving, previous):
+        """The model's labels: each configured label whose version serves (loaded in this poll included); one
+        naming a version that does not serve keeps its previous version, as TF Serving refuses such a config
+        change and keeps its old map (a request for it then finds that version, or NOT_FOUND)."""
         labels = {}
         for label, version in config.labels.items():
             if version in serving:
                 labels[label] = version
-            else:
-                if previous.get(label) != version:
-                    log.warning("label %s of %s names version %d, which is not available; it stays at %s", label,
-                                name, version, previous.get(label, "none"))
-                if label in previous and previous[label] in serving:
-                    labels[label] = previous[label]
+                continue
+            if (name, label, version) not in self.warned:
+                self.warned.add((name, label, version))
+                log.warning("label %s of %s names version %d, which does not serve; it stays at %s", label, name,
+                            version, previous.get(label, "none"))
+            if label in previous:
+                labels[label] = previous[label]
         return labels
-
-    def _serve(self, name, serving, labels):
-        ended = dict(self.ended.get(name, {}))
-        for version in self.models.get(name, {}):
-            if version not in serving:
-                ended[version] = ""  # unloaded cleanly: END with status OK
-                log.info("unloaded %s version %d", name, version)
-        for version in serving:
-            ended.pop(version, None)
-        with self.lock:  # requests in flight keep their references to the versions they hold
-            self.models = {**{k: v for k, v in self.models.items() if k != name}, **({name: serving} if serving else {})}
-            self.labels = {**self.labels, name: labels}
-            self.ended = {**self.ended, name: ended}
 
     def get(self, name, version=None, label=""):
         """The LoadedVersion a request names: the newest served version, the one `version` names or the one
         `label` maps to. INVALID_ARGUMENT for an unknown label (TF Serving looks labels up before the model),
         NOT_FOUND for a model or version not served (a name that no export could have is only looked up)."""
-        models = self.models
+        state = self.states.get(name, ModelState({}, {}, {}))
         if label:
-            version = self.labels.get(name, {}).get(label)
+            version = state.labels.get(label)
             if version is None:
                 raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
-        served = models.get(name, {})
+        served = state.serving
         loaded = served.get(max(served) if version is None and served else version)
         if loaded is None:
             request = f"Latest({clip(name)})" if version is None else f"Specific({clip(name)}, {version})"
@@ -478,8 +500,8 @@ class ModelRegistry:
         """[(version, error message or None while served)] newest first: every version the model serves, then
         those unloaded ("") or that failed to load (the error), as GetModelStatus lists AVAILABLE and END
         versions; TF Serving's NOT_FOUND messages. Like TF Serving's, it ignores version labels."""
-        served, ended = self.models.get(name, {}), self.ended.get(name, {})
-        states = {**{v: message for v, message in ended.items()}, **{v: None for v in served}}
+        state = self.states.get(name, ModelState({}, {}, {}))
+        states = {**state.ended, **{v: None for v in state.serving}}
         if not states:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {clip(name)}")
         if version is not None:
@@ -487,6 +509,17 @@ class ModelRegistry:
                 raise ServingError("NOT_FOUND", f"Could not find version {version} of model {clip(name)}")
             return [(version, states[version])]
         return sorted(states.items(), reverse=True)
+
+
+def _ended(state, serving, labels, failures):
+    """The ModelState after a poll: `serving` and `labels`, and END for the versions that left (OK) or failed."""
+    ended = {**state.ended, **failures}
+    for version in state.serving:
+        if version not in serving:
+            ended[version] = ""
+            log.info("unloaded %s version %d", next(iter(state.serving.values())).name, version)
+    ended = dict(sorted(((v, m) for v, m in ended.items() if v not in serving), reverse=True)[: ModelRegistry.MAX_ENDED])
+    return ModelState(serving, labels, ended)
 
 
 def _fingerprint(path):

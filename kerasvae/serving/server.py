@@ -464,8 +464,8 @@ def _gunzip(raw, limit):
         raise _invalid(f"Cannot gunzip the request body: {error}") from None
     if len(body) > limit or inflater.unconsumed_tail:
         raise ServingError("RESOURCE_EXHAUSTED", f"Request inflates to more than {limit} bytes")
-    if not inflater.eof:
-        raise _invalid("Cannot gunzip the request body: it ends early")
+    if not inflater.eof or inflater.unused_data:
+        raise _invalid("Cannot gunzip the request body: it ends early, or goes on past its end")
     return body
 
 
@@ -779,8 +779,10 @@ def make_rest_handler(registry, limits, runner=None, access_log=None):
             if content_type:
                 self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            if code != 200:
-                # After an error the rest of the request body may still be unread: never parse it as a request.
+            unread = self.command != "POST" and (self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0")
+            if code != 200 or unread:
+                # After an error, or a GET that declared a body, the rest of the request may still be unread:
+                # never parse it as a request (a proxy in front could smuggle one in it).
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
