@@ -71,7 +71,7 @@ def main():
     parser.add_argument("--model", default="hvae", help="another preset under the same protocol, e.g. vae (a baseline)")
     parser.add_argument("--model-args", default="{}", help="JSON of further preset arguments")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save", default=None, help="write the trained model to this .keras file")
+    parser.add_argument("--save", default=None, help="write the trained model to this .keras file (before the estimates)")
     args = parser.parse_args()
     keras.utils.set_random_seed(args.seed)
     build = kv.presets.get(args.model)
@@ -95,6 +95,12 @@ def main():
     steps = -(-len(x_train) // recipe.batch_size)
     history = model.fit(train, epochs=epochs, steps_per_epoch=steps, callbacks=[budget], verbose=0).history
     train_seconds = time.perf_counter() - start
+    # Kept before any estimate: a crash in the evaluation (on 2026-12-06 an edit to the package source under
+    # the running script broke autograph's conversion) must not lose hours of training.
+    print(json.dumps({"epochs_run": len(history.get("loss", [])), "train_seconds": round(train_seconds, 1),
+                      "final_loss": round(float(history["loss"][-1]), 3)}), file=sys.stderr, flush=True)
+    if args.save:
+        model.save(args.save)
     start = time.perf_counter()
     nll = kv.evaluation.importance_weighted_nll(model, x_test, args.num_samples, seed=1)
     result = {
@@ -128,8 +134,6 @@ def main():
     result["served_score_elbo"] = round(float(np.mean(served_elbo)), 3)
     result["served_minus_python_elbo"] = round(float(np.max(np.abs(served_elbo - ours))), 5)
     result["anchors"] = {name: {"nats": value, "ours_minus_anchor": round(result["nll"] - value, 2)} for name, value in ANCHORS.items()}
-    if args.save:
-        model.save(args.save)
     print(json.dumps(result))
 
 

@@ -69,7 +69,10 @@ def booting_server(tmp_path_factory):
              "--max-concurrent-requests", str(MAX_CONCURRENT)],
             stdout=subprocess.PIPE, stderr=log, text=True,
         )
-    yield {"root": root, "process": process, "log": log_path}
+    state = {"root": root, "process": process, "log": log_path}
+    yield state
+    if not state.get("ready"):  # only the screen test ran: let it finish booting, or SIGTERM lands before its handler
+        process.stdout.readline()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
 
@@ -77,6 +80,7 @@ def booting_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(booting_server):
     line = booting_server["process"].stdout.readline()
+    booting_server["ready"] = True
     assert line.startswith("kerasvae serve: gRPC on"), (line, booting_server["log"].read_text()[-2000:])
     grpc_target, rest_target = (part.split(" on ")[1].split(";")[0].strip() for part in line.split(", REST"))
     channel = grpc.insecure_channel(grpc_target)

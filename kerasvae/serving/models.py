@@ -390,7 +390,7 @@ class ModelRegistry:
 
     def poll(self):
         """Bring each model's served versions in line with its policy and the folders on disk, and drop the
-        models no longer configured. Returns the names whose versions or labels changed."""
+        models no longer configured. Returns the names whose served versions or labels changed."""
         configs = self.configs()
         if configs is None:
             log.warning("model config %s lists no models: taking no action", self.model_config)
@@ -403,8 +403,10 @@ class ModelRegistry:
                 log.warning("cannot poll %s (%s): %s", name, config.base, error)
                 continue
             if state is not None:
-                states[name] = state
-                changed.append(name)
+                old = states.get(name, ModelState({}, {}, {}))
+                if state.serving.keys() != old.serving.keys() or state.labels != old.labels:
+                    changed.append(name)
+                states[name] = state  # a failed load alone changes only the END states
         for name in [name for name, state in states.items() if name not in configs and state.serving]:
             states[name] = _ended(states[name], {}, {}, {})
             log.info("unloaded %s: no longer configured", name)
