@@ -174,8 +174,7 @@ class Client(_SignatureClient):
         self._spec(request.model_spec)
         response = self._call(self.model_service.GetModelStatus, request)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
-        return [{"version": s.version, "state": state_name(s.state), **({"error": s.status.error_message} if s.status.error_message else {})}
-                for s in response.model_version_status]
+        return [_version_status(s.version, state_name(s.state), s.status.error_message) for s in response.model_version_status]
 
     def close(self):
         self.channel.close()
@@ -264,8 +263,13 @@ class RestClient(_SignatureClient):
 
     def status(self):
         """[{"version": int, "state": str}] from the model status endpoint, as `Client.status` gives them."""
-        return [{"version": int(s["version"]), "state": s["state"], **({"error": s["status"]["error_message"]} if s.get("status", {}).get("error_message") else {})}
+        return [_version_status(s["version"], s["state"], s.get("status", {}).get("error_message"))
                 for s in self._request(self._url())["model_version_status"]]
+
+
+def _version_status(version, state, error_message):
+    """One entry of the clients' `status()`: {"version", "state"}, and "error" when a load failed."""
+    return {"version": int(version), "state": state, **({"error": error_message} if error_message else {})}
 
 
 def _array(value, dtype, key):

@@ -335,6 +335,9 @@ class ModelState(NamedTuple):
     ended: dict
 
 
+UNKNOWN_MODEL = ModelState({}, {}, {})  # shared, never mutated: states are replaced, not edited
+
+
 class ModelRegistry:
     """The versions each model serves, its version labels and the states of the versions it no longer serves,
     refreshed by `poll()` (called by a background thread).
@@ -397,18 +400,18 @@ class ModelRegistry:
             return []
         states, changed = dict(self.states), []
         for name, config in configs.items():
+            old = states.get(name, UNKNOWN_MODEL)
             try:
-                state = self._poll_model(name, config, states.get(name, ModelState({}, {}, {})))
+                state = self._poll_model(name, config, old)
             except OSError as error:  # an unreadable model folder must not stop the other models' polling
                 log.warning("cannot poll %s (%s): %s", name, config.base, error)
                 continue
             if state is not None:
-                old = states.get(name, ModelState({}, {}, {}))
                 if state.serving.keys() != old.serving.keys() or state.labels != old.labels:
                     changed.append(name)
                 states[name] = state  # a failed load alone changes only the END states
         for name in [name for name, state in states.items() if name not in configs and state.serving]:
-            states[name] = _ended(states[name], {}, {}, {})
+            states[name] = _ended(name, states[name], {}, {}, {})
             log.info("unloaded %s: no longer configured", name)
             changed.append(name)
         self.states = states
@@ -446,7 +449,7 @@ class ModelRegistry:
         labels = self._labels(name, config, serving, state.labels)
         if serving.keys() == current.keys() and labels == state.labels and not failures:
             return None
-        return _ended(state, serving, labels, failures)
+        return _ended(name, state, serving, labels, failures)
 
     def _load(self, name, version, path, failures):
         """The LoadedVersion, or None with the error in `failures` (a failure unchanged since is not retried)."""
@@ -486,7 +489,7 @@ class ModelRegistry:
         """The LoadedVersion a request names: the newest served version, the one `version` names or the one
         `label` maps to. INVALID_ARGUMENT for an unknown label (TF Serving looks labels up before the model),
         NOT_FOUND for a model or version not served (a name that no export could have is only looked up)."""
-        state = self.states.get(name, ModelState({}, {}, {}))
+        state = self.states.get(name, UNKNOWN_MODEL)
         if label:
             version = state.labels.get(label)
             if version is None:
@@ -502,7 +505,7 @@ class ModelRegistry:
         """[(version, error message or None while served)] newest first: every version the model serves, then
         those unloaded ("") or that failed to load (the error), as GetModelStatus lists AVAILABLE and END
         versions; TF Serving's NOT_FOUND messages. Like TF Serving's, it ignores version labels."""
-        state = self.states.get(name, ModelState({}, {}, {}))
+        state = self.states.get(name, UNKNOWN_MODEL)
         states = {**state.ended, **{v: None for v in state.serving}}
         if not states:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {clip(name)}")
@@ -513,13 +516,13 @@ class ModelRegistry:
         return sorted(states.items(), reverse=True)
 
 
-def _ended(state, serving, labels, failures):
+def _ended(name, state, serving, labels, failures):
     """The ModelState after a poll: `serving` and `labels`, and END for the versions that left (OK) or failed."""
     ended = {**state.ended, **failures}
     for version in state.serving:
         if version not in serving:
             ended[version] = ""
-            log.info("unloaded %s version %d", next(iter(state.serving.values())).name, version)
+            log.info("unloaded %s version %d", name, version)
     ended = dict(sorted(((v, m) for v, m in ended.items() if v not in serving), reverse=True)[: ModelRegistry.MAX_ENDED])
     return ModelState(serving, labels, ended)
 
