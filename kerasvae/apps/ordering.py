@@ -12,7 +12,7 @@ Three ways to find the path (method):
   frames).
 - "spectral" (Atkins et al. 1998, "A spectral algorithm for seriation"): the Fiedler vector of the
   neighbourhood graph. With affinities W_ij = exp(-d_ij^2 / (s_i s_j)) on the k nearest neighbours (s_i:
-  the distance to i's k-th neighbour, Zelnik-Manor & Perona 2004), the second-smallest generalized
+  the distance to i's k-th distinct neighbour, Zelnik-Manor & Perona 2004), the second-smallest generalized
   eigenvector of (D - W) v = lambda D v minimizes sum_ij W_ij (v_i - v_j)^2 over unit-variance v
   orthogonal to the constant: neighbours get nearby coordinates, so sorting v orders a chain. The order is
   then improved by 2-opt and positions are arc lengths along the path through the points.
@@ -134,7 +134,13 @@ def _fiedler_vector(distances, neighbors):
     n = len(distances)
     k = min(n - 1, int(neighbors) if neighbors else max(4, round(np.sqrt(n))))
     order_by_distance = np.argsort(distances, axis=1)[:, 1 : k + 1]
-    scale = np.maximum(distances[np.arange(n), order_by_distance[:, -1]], 1e-12)  # Zelnik-Manor & Perona
+    # Zelnik-Manor & Perona's local scale, the distance to the k-th neighbour, counting only distinct ones: an
+    # item with k copies (a still frame) would get scale 0 and no affinity to anything else. Copies are
+    # apart by rounding only, so "distinct" is relative to the largest distance.
+    others = distances + np.diag(np.full(n, np.inf))
+    distinct = np.where(others > 1e-6 * distances.max(), others, np.inf)
+    kth = np.sort(distinct, axis=1)[:, k - 1]
+    scale = np.where(np.isfinite(kth), kth, 1.0)
     affinity = np.exp(-(distances**2) / (scale[:, None] * scale[None, :]))
     near = np.zeros_like(affinity, dtype=bool)
     near[np.repeat(np.arange(n), k), order_by_distance.ravel()] = True

@@ -1,9 +1,12 @@
 """Latent regression: predict a continuous target y from the code of x, with a predictive spread that
 carries the posterior's uncertainty about the code.
 
-A regressor f (ridge or a small MLP) is fitted on the posterior means mu(x) of labelled examples. The
-prediction for x is f(mu(x)), and its variance has two parts, what the encoder is unsure of and what the
-target keeps beyond the code:
+A regressor f (ridge or a small MLP) is fitted on the posterior means mu(x) of labelled examples,
+standardized by the aggregate posterior (each unit's mean and std over draws from q(z|x) of all examples,
+Var mu + E sigma^2), so that the draws f is evaluated on stay in the range it was fitted on; units whose
+means carry under 1% of that variance (inactive: noise around a constant) are left out. The prediction for
+x is f(mu(x)), and its variance has two parts, what the encoder is unsure of and what the target keeps
+beyond the code:
 
     Var[y | x] = c * s(x)^2 + sigma^2,    s(x)^2 = Var_{z ~ q(z|x)}[f(z)]
 
@@ -20,29 +23,31 @@ from kerasvae.apps.baselines import PCABaseline
 from kerasvae.choices import REGRESSORS
 
 FOLDS = 3
+INACTIVE_SHARE = 0.01  # a unit whose posterior means carry less of its aggregate variance is left out
 
 
 def _regressor(method, seed):
-    """A scikit-learn pipeline on standardized features (and, for the MLP, standardized targets)."""
+    """A scikit-learn regressor of standardized features (the MLP standardizes its targets too)."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.linear_model import RidgeCV
     from sklearn.neural_network import MLPRegressor
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if method == "ridge":  # the penalty by efficient leave-one-out over a log grid, from one SVD of the features
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13), gcv_mode="svd"))
+        return RidgeCV(alphas=np.logspace(-3, 3, 13), gcv_mode="svd")
     if method == "mlp":
         mlp = MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, learning_rate_init=3e-3, max_iter=500, early_stopping=True,
                            validation_fraction=0.15, n_iter_no_change=10, random_state=seed)
-        return TransformedTargetRegressor(make_pipeline(StandardScaler(), mlp), transformer=StandardScaler())
+        return TransformedTargetRegressor(mlp, transformer=StandardScaler())
     raise ValueError(f"method must be one of {REGRESSORS}, got {method!r}.")
 
 
 class FeatureRegressor:
     """f(features) -> y with the cross-validated noise sigma^2 of the module docstring. Features may come
     with draws [S, n, d] (posterior samples of each example's code): the std of f over them is that
-    example's share of the spread; without draws the features are taken as exact.
+    example's share of the spread, and the features are standardized by the draws' spread and rid of
+    inactive units (module docstring); without draws the features are taken as exact and standardized by
+    their own spread.
 
     Args:
         method: str. "mlp" (two hidden layers of 64, early stopping) or "ridge" (RidgeCV, penalty chosen by
@@ -66,25 +71,38 @@ class FeatureRegressor:
             raise ValueError(f"{len(features)} examples but {len(y)} targets.")
         if len(y) < 2 * FOLDS:
             raise ValueError(f"Regression needs at least {2 * FOLDS} labelled examples, got {len(y)}.")
+        # Scaled by the means' own spread, an unused unit (means within +-0.02 of a constant, draws of std 1)
+        # would put the draws 50 standard units out, and f's fit to noise there would fill s(x).
+        codes = features if draws is None else np.asarray(draws, np.float64).reshape(-1, features.shape[1])
+        self.center, scale = codes.mean(axis=0), codes.std(axis=0)
+        self.scale = np.where(scale > 0, scale, 1.0)
+        self.units = np.flatnonzero(np.var(features, axis=0) >= INACTIVE_SHARE * np.square(scale))
+        if draws is None or self.units.size == 0:
+            self.units = np.arange(features.shape[1])
         folds = KFold(FOLDS, shuffle=True, random_state=self.seed)
-        held_out = cross_val_predict(_regressor(self.method, self.seed), features, y, cv=folds)
-        self.regressor = _regressor(self.method, self.seed).fit(features, y)
+        held_out = cross_val_predict(_regressor(self.method, self.seed), self._standardized(features), y, cv=folds)
+        self.regressor = _regressor(self.method, self.seed).fit(self._standardized(features), y)
         self.spread_scale, self.noise_variance = _fit_variance(np.square(y - held_out), np.square(self.spread(draws)))
         return self
+
+    def _standardized(self, codes):
+        """codes [..., d] -> [m, units] on the scale f is fitted on."""
+        codes = np.asarray(codes, np.float64).reshape(-1, len(self.scale))
+        return ((codes - self.center) / self.scale)[:, self.units]
 
     def spread(self, draws):
         """The std over draws [S, n, d] of f's output, [n] (or [n, t]); 0 without draws."""
         if draws is None:
             return np.zeros(())
         draws = np.asarray(draws, np.float64)
-        outputs = self.regressor.predict(draws.reshape(-1, draws.shape[-1]))
+        outputs = self.regressor.predict(self._standardized(draws))
         return outputs.reshape(*draws.shape[:2], *np.shape(outputs)[1:]).std(axis=0)
 
     def predict(self, features, draws=None):
         """(mean, std) for features [n, d]: mean = f(features), std = sqrt(c * spread(draws)^2 + sigma^2)."""
         if self.regressor is None:
             raise ValueError("Call fit first.")
-        mean = self.regressor.predict(_as_matrix(features))
+        mean = self.regressor.predict(self._standardized(_as_matrix(features)))
         variance = self.spread_scale * np.square(self.spread(draws)) + self.noise_variance
         return mean, np.broadcast_to(np.sqrt(variance), mean.shape)
 
