@@ -8,6 +8,7 @@ docs (each cites its file at tensorflow/serving commit TFS below), replayed on r
 they were written for. `RestClient` runs in a process where TensorFlow cannot be imported."""
 
 import gzip
+import http.client
 import json
 import os
 import re
@@ -612,7 +613,6 @@ def test_gzip_request_bodies_are_inflated_as_tf_serving_does(golden):
 
 def test_chunked_request_bodies_are_read_as_evhttp_reads_them(golden):
     """Streaming clients (Go's and Node's for bodies of unknown length, requests' generators) send chunks."""
-    import http.client
 
     body = json.dumps({"instances": [1.0, 2.0]}).encode()
     connection = http.client.HTTPConnection(golden["rest"], timeout=30)
@@ -720,7 +720,20 @@ def test_routing_outside_the_api_and_cors_preflight_answer_as_tf_serving(golden)
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(f"http://{golden['rest']}{path}", timeout=30)
         assert error.value.code == 404 and b"<H1>Not Found</H1>" in error.value.read()
-    assert rest(golden, "GET", f"/V1/MODELS/{HALF_PLUS_TWO}?ignored=1") == (200, STATUS_GOLDEN)  # case-insensitive
+    assert rest(golden, "GET", f"/V1/MODELS/{HALF_PLUS_TWO}") == (200, STATUS_GOLDEN)  # case-insensitive
+    # evhttp_request.cc @ TFS hands the handler the path with its query: after ":predict" it matches no API
+    # pattern, and after a model name it is part of the name ([^/:]+)
+    path = f"/v1/models/{HALF_PLUS_TWO}:predict?ignored=1"
+    assert rest(golden, "POST", path, {"instances": [1.0]}) == (400, {"error": f"Malformed request: POST {path}"})
+    assert rest(golden, "GET", f"/v1/models/{HALF_PLUS_TWO}?ignored=1") == (
+        404, {"error": f"Could not find any versions of model {HALF_PLUS_TWO}?ignored=1"})
+    # a HEAD is a malformed request under /v1/ and evhttp's 404 elsewhere, answered with headers only
+    for path, code in ((f"/v1/models/{HALF_PLUS_TWO}", 400), ("/", 404)):
+        connection = http.client.HTTPConnection(golden["rest"], timeout=30)
+        connection.request("HEAD", path)
+        answer = connection.getresponse()
+        assert answer.status == code and answer.read() == b"" and int(answer.headers["Content-Length"]) > 0
+        connection.close()
     for origin, code in (("https://example.com", 200), (None, 400)):
         request = urllib.request.Request(f"http://{golden['rest']}/v1/models/digits:predict", method="OPTIONS",
                                          headers={"Origin": origin} if origin else {})

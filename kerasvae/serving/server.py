@@ -786,7 +786,8 @@ def make_rest_handler(registry, limits, runner=None, access_log=None):
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":  # a HEAD answer carries the headers of the answer to a GET, no body
+                self.wfile.write(body)
 
         def _body(self):
             encoding = self.headers.get("Transfer-Encoding")
@@ -853,7 +854,9 @@ def make_rest_handler(registry, limits, runner=None, access_log=None):
 
         def _handle(self):
             self._begin()
-            path = self.path.split("?", 1)[0]
+            # evhttp hands TF Serving's handler the path with its query (evhttp_request.cc's path_and_query), and
+            # its patterns must match all of it: ":predict?x=1" is malformed there, "/models/m?x=1" names "m?x=1".
+            path = self.path
             try:
                 if not V1_PATH.fullmatch(path):
                     return self._send(404, NOT_FOUND_PAGE, "text/html")
@@ -871,7 +874,7 @@ def make_rest_handler(registry, limits, runner=None, access_log=None):
                 self.close_connection = True
                 self._log("-", 0)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle  # all but GET and POST are malformed requests
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = _handle  # all but GET and POST are malformed requests
 
         def do_OPTIONS(self):
             """A CORS preflight: TF Serving answers 200 when Origin names an http(s) origin, else 400, both empty."""
