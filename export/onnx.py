@@ -9,8 +9,13 @@ Every option of `kerasvae export` is accepted (--version N, --force, --tflite MO
 """
 
 import sys
+from pathlib import Path
 
-from kerasvae.cli import main
+# Python puts this script's folder first on sys.path, where export/onnx.py would shadow the onnx package
+# that tf2onnx imports.
+sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from kerasvae.cli import main  # after the path is fixed
 
 if __name__ == "__main__":
     sys.exit(main(["export", *sys.argv[1:]]))

@@ -86,6 +86,12 @@ def test_model_json_and_metadata_describe_every_file(export):
     assert sidecar["latent_dim"] == latent_dim and sidecar["batch_sizes"] == list(BATCHES)
     assert sidecar["decoder"]["outputs"]["mean"]["layout"] == "NHWC" and sidecar["decoder"]["outputs"]["mean"]["range"] == [0, 1]
     assert sidecar["recommended_mode"] in {m for m, e in sidecar["modes"].items() if e["offered"]}
+    report = json.loads((tflite_dir / "report.json").read_text())
+    for mode, entry in report["decoder"].items():  # what an app needs of a mode's numerics, as the report has it
+        assert {k: sidecar["modes"][mode].get(k) for k in ("activations", "logit_clip")} == {
+            k: entry.get(k) for k in ("activations", "logit_clip")}, mode
+    if sidecar["likelihood"] == "bernoulli":  # its int8 files clip the logits
+        assert sidecar["modes"]["int8"]["logit_clip"] == 8.0
     assert sidecar["author"] == "kerasvae tests" and sidecar["license"] == "Apache-2.0"
     from ai_edge_litert.interpreter import Interpreter
 

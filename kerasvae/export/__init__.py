@@ -60,8 +60,8 @@ def export(model_or_path, to, version=None, force=False, tflite=(), onnx=False, 
             reference of the fidelity report when any is asked for).
         onnx: bool. Also write onnx/decoder.onnx and onnx/encoder.onnx.
         calibration_data: None, an array of training inputs, a tuple (inputs, labels), or a dataset name
-            or path (anything `kv.data.load_arrays` takes, e.g. "digits" or "x.npy"; its train split). The
-            first CALIBRATION_EXAMPLES examples calibrate int8 and rank the web demo's latent dimensions; a
+            or path (anything `kv.data.load_arrays` takes, e.g. "digits" or "x.npy"; its train split). A seeded
+            random CALIBRATION_EXAMPLES of the examples calibrate int8 and rank the web demo's latent dimensions; a
             conditional model needs their labels too. None takes a run folder's own training data, binarized
             as it trained; a model or file then has none, and int8, --web and a conditional model's TFLite
             files are refused.
@@ -159,11 +159,12 @@ def _load_source(model_or_path):
 
 
 def _calibration_examples(model, calibration_data, config):
-    """(x, labels or None): up to CALIBRATION_EXAMPLES training examples, or (None, None) without any."""
+    """(x, labels or None): up to CALIBRATION_EXAMPLES training examples (a seeded random subset of larger
+    data), or (None, None) without any."""
     from kerasvae import data, training
 
     if calibration_data is None and config is not None:  # a run folder: the data it trained on, as it trained
-        x, y = training.test_images(config, "train", limit=CALIBRATION_EXAMPLES, classes=config.classes)
+        x, y = training.test_images(config, "train", classes=config.classes)
     elif calibration_data is None:
         return None, None
     elif isinstance(calibration_data, (str, os.PathLike)):
@@ -172,14 +173,18 @@ def _calibration_examples(model, calibration_data, config):
         x, y = calibration_data
     else:
         x, y = calibration_data, None
-    x = np.asarray(x[:CALIBRATION_EXAMPLES], np.float32)
+    x = np.asarray(x)
+    if len(x) > CALIBRATION_EXAMPLES:  # a seeded random subset: data sorted by class must not calibrate on a few classes
+        rows = np.sort(np.random.default_rng(0).choice(len(x), CALIBRATION_EXAMPLES, replace=False))
+        x, y = x[rows], None if y is None else np.asarray(y)[rows]
+    x = x.astype(np.float32)
     if x.shape[1:] != tuple(model.data_shape):
         raise ValueError(f"Calibration data holds examples of shape {x.shape[1:]}; the model takes {tuple(model.data_shape)}.")
     if model.num_classes is None:
         return x, None
     if y is None:
         raise ValueError(f"{type(model).__name__} is conditional: pass calibration_data=(inputs, labels), or a dataset with labels.")
-    return x, np.asarray(y[:CALIBRATION_EXAMPLES], np.int32)
+    return x, np.asarray(y, np.int32)
 
 
 def _refuse_without_data(model, tflite, web):

@@ -113,8 +113,11 @@ def tensor_descriptions(description, function, aliases=None):
                   "range": [0, max((description.get("num_embeddings") or 1) - 1, 0)]},
         "x": {"description": "input data", **data},
     }
+    noise = {"description": "standard-normal noise of a lower latent level (z_l = mean + std * noise); N(0, I) draws "
+                            "to generate, zeros for the level's conditional mean", "range": None}
     inputs = {
-        name: {"dtype": spec.dtype.name, "shape": [None, *spec.shape[1:]], **known.get(name, {"description": name})}
+        name: {"dtype": spec.dtype.name, "shape": [None, *spec.shape[1:]],
+               **known.get(name, noise if name.startswith("noise_") else {"description": name})}
         for name, spec in function.structured_input_signature[1].items()
     }
     names = [name for name in function.structured_outputs if name not in (aliases or {})]
@@ -186,7 +189,8 @@ def model_json(saved_model_dir, signatures, report, files, description, batch_si
             tensor.update(dtype=raw["dtype"], shape=[None, *raw["shape"][1:]])
         sidecar[kind] = {"signature": signature, **tensors, **({"aliases": aliases} if aliases else {}), "files": files[kind]}
     sidecar["modes"] = {
-        mode: {k: entry[k] for k in ("size_bytes", "psnr_db", "max_abs_error", "latency_ms", "offered", "reason") if k in entry}
+        mode: {k: entry[k] for k in ("size_bytes", "psnr_db", "max_abs_error", "latency_ms", "offered", "reason", "activations",
+                                     "logit_clip") if k in entry}  # an app computing log p(x|z) must know of the clip
         for mode, entry in report["decoder"].items()
     }
     return sidecar

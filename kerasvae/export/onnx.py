@@ -108,7 +108,8 @@ def export_onnx(saved_model_dir, out_dir, opset=17, seed=0, description=None):
 
 def check(path, signature_fn, seed=0):
     """Run an ONNX file in onnxruntime and compare every output with the SavedModel signature it came from, on
-    random inputs (N(0, 1) latents, uniform [0, 1] images). Returns {output name: shape without the batch}."""
+    random inputs (N(0, 1) latents and lower-level noise, uniform [0, 1] images). Returns {output name: shape
+    without the batch}."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -119,7 +120,8 @@ def check(path, signature_fn, seed=0):
         if spec.dtype.is_integer:  # labels
             feeds[name] = rng.integers(0, 2, shape).astype(spec.dtype.as_numpy_dtype)
         else:
-            feeds[name] = (rng.standard_normal(shape) if name == "z" else rng.random(shape)).astype(np.float32)
+            latent = name == "z" or name.startswith("noise_")  # a hierarchical decoder's lower levels: N(0, I) too
+            feeds[name] = (rng.standard_normal(shape) if latent else rng.random(shape)).astype(np.float32)
     expected = {k: v.numpy() for k, v in signature_fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
     inputs, names = sorted(i.name for i in session.get_inputs()), [o.name for o in session.get_outputs()]
     if inputs != sorted(feeds) or sorted(names) != sorted(expected):

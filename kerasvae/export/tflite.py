@@ -208,8 +208,9 @@ def export_tflite(
         out_dir: str or Path. Created if missing.
         modes: iterable of str. Decoder modes among MODES (float32 is always written: the reference).
         calibration_z: array [n, latent_dim] or None. Latents from the aggregate posterior of training data:
-            the int8 calibration set (required for "int8"; a few hundred rows suffice) and, when given, the
-            pool the evaluation latents are drawn from. Without it they are N(0, I) draws.
+            the int8 calibration set (required for "int8"; a few hundred rows suffice) less a held-out quarter
+            (at most EVAL_SAMPLES rows) that the evaluation latents are drawn from. Without it they are
+            N(0, I) draws.
         reference_fn: callable or None. z -> reference mean [n, *input_shape]; defaults to the SavedModel's
             `decode`.
         encoder: bool. Also write and check encoder_float32 files. Defaults to True.
@@ -325,18 +326,17 @@ def _write_mode(static_dir, out_dir, kind, mode, batch_sizes, clip, inputs, cali
 
 def _evaluation_inputs(signatures, modes, rng, calibration_z, calibration_labels, calibration_codes, encoder):
     """({signature: inputs of the fidelity check}, {signature: int8 calibration inputs or None},
-    {kind: modes to write}): EVAL_SAMPLES rows drawn from the calibration data (N(0, I) latents and uniform
-    images without it)."""
+    {kind: modes to write}): EVAL_SAMPLES rows drawn from a held-out part of the calibration data, which
+    int8 is not calibrated on (N(0, I) latents and uniform images without it)."""
     specs = {name: fn.structured_input_signature[1] for name, fn in signatures.items()}
     conditional = "label" in specs["decode"]
     if conditional and (calibration_z is None or calibration_labels is None):
         raise ValueError("This decoder takes a label: pass calibration_z and the calibration_labels that go with them.")
     if calibration_z is not None:
+        chosen, fitted = _held_out_split(len(calibration_z), rng)
         calibration_z = np.asarray(calibration_z, np.float32)
-        chosen = rng.choice(len(calibration_z), EVAL_SAMPLES)
-        z = calibration_z[chosen]
+        z, calibration_z = calibration_z[chosen], calibration_z[fitted]
     else:
-        chosen = None
         z = rng.standard_normal((EVAL_SAMPLES, specs["decode"]["z"].shape[-1])).astype(np.float32)
     inputs = {"decode": {"z": z}}
     calibration = {"decode": None if calibration_z is None else {"z": calibration_z}}
@@ -347,7 +347,7 @@ def _evaluation_inputs(signatures, modes, rng, calibration_z, calibration_labels
                 calibration["decode"][name] = rng.standard_normal((len(calibration_z), *spec.shape[1:])).astype(np.float32)
     if conditional:
         calibration_labels = np.asarray(calibration_labels, np.int32)
-        inputs["decode"]["label"], calibration["decode"]["label"] = calibration_labels[chosen], calibration_labels
+        inputs["decode"]["label"], calibration["decode"]["label"] = calibration_labels[chosen], calibration_labels[fitted]
     kinds = {"decoder": modes}
     if encoder:
         input_shape = specs["encode"]["x"].shape[1:]
@@ -358,15 +358,25 @@ def _evaluation_inputs(signatures, modes, rng, calibration_z, calibration_labels
     if "decode_codes" in specs:
         codes_spec = specs["decode_codes"]["codes"]
         if calibration_codes is not None:
+            chosen, fitted = _held_out_split(len(calibration_codes), rng)
             calibration_codes = np.asarray(calibration_codes, np.int32)
-            codes = calibration_codes[rng.choice(len(calibration_codes), EVAL_SAMPLES)]
-            calibration["decode_codes"] = {"codes": calibration_codes}
+            codes = calibration_codes[chosen]
+            calibration["decode_codes"] = {"codes": calibration_codes[fitted]}
         else:
             codes, calibration["decode_codes"] = np.zeros((EVAL_SAMPLES, *codes_spec.shape[1:]), np.int32), None
         inputs["decode_codes"] = {"codes": codes}
         kinds["codes_decoder"] = [m for m in modes if m != "int8" or calibration_codes is not None]
 
     return inputs, calibration, kinds
+
+
+def _held_out_split(n, rng):
+    """(EVAL_SAMPLES rows for the fidelity check, the rows int8 is calibrated on) out of n: a check on the
+    calibration rows themselves would flatter int8. The check draws (with replacement) from a held-out
+    quarter of the rows, at most EVAL_SAMPLES of them (from all rows when there are under four)."""
+    order = rng.permutation(n)
+    held_out = min(EVAL_SAMPLES, n // 4)
+    return rng.choice(order[: held_out or n], EVAL_SAMPLES), order[held_out:]
 
 
 def recommend(decoder_report):
