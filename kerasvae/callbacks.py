@@ -115,11 +115,17 @@ class ValidateAveragedWeights(keras.callbacks.Callback):
         restore_weights(self.model, self._trained)
 
 
+def keeps_weight_average(optimizer):
+    """Whether `optimizer` averages the weights (its `use_ema`). Under mixed_float16 Keras wraps it in a
+    LossScaleOptimizer, whose own use_ema is always False while it finalizes with the inner one's average."""
+    return bool(getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False))
+
+
 def swap_in_weight_average(model):
     """Put the optimizer's weight average (its `use_ema`) into the model's trainable weights; returns the
     trained values to put back with `restore_weights`, or None where the optimizer keeps no average."""
     optimizer = getattr(model, "optimizer", None)
-    if not (getattr(optimizer, "use_ema", False) and optimizer.built):
+    if not (keeps_weight_average(optimizer) and optimizer.built):
         return None
     trained = [np.asarray(weight) for weight in model.trainable_weights]
     optimizer.finalize_variable_values(model.trainable_weights)

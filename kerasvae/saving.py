@@ -8,6 +8,7 @@ file, and never lets the archive deserialize Python code (lambdas): kerasvae mod
 """
 
 import json
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -42,4 +43,8 @@ def load_model(path):
             raise ValueError(f"{path} is damaged ({damaged_member} fails its checksum); save the model again.")
         return keras.saving.load_model(path, safe_mode=True)
     except DAMAGED as error:
+        missing = re.search(r"Could not locate \w+ '[^']+'", str(error))
+        if missing:  # a class of the user's own that this process has not registered: the file is fine
+            raise ValueError(f"{path} needs a class that is not registered here ({missing[0]}); import the module "
+                             "that defines it (with @keras.saving.register_keras_serializable) before loading.") from None
         raise ValueError(f"{path} is damaged and cannot be loaded ({type(error).__name__}: {error}); save the model again.") from None

@@ -102,6 +102,13 @@ def test_a_new_posterior_is_one_class_that_trains_saves_and_exports(tmp_path):
     model.save(tmp_path / "laplace.keras")
     reloaded = keras.saving.load_model(tmp_path / "laplace.keras")
     np.testing.assert_allclose(reloaded.reconstruct(x[:5]), model.reconstruct(x[:5]), atol=1e-6)
+    registered, name = keras.saving.get_custom_objects(), "kerasvae_tests>LaplacePosterior"
+    definition = registered.pop(name)  # as in a process that has not imported the module defining it
+    try:
+        with pytest.raises(ValueError, match="not registered here .*LaplacePosterior.*import the module that defines it"):
+            kv.saving.load_model(tmp_path / "laplace.keras")
+    finally:
+        registered[name] = definition
     saved = kv.export.export_savedmodel(model, tmp_path / "saved")
     encode = tf.saved_model.load(str(saved)).signatures["encode"]
     outputs = encode(x=tf.constant(x[:3]))

@@ -75,6 +75,19 @@ def test_missing_or_bad_labels_are_value_errors(trained, digits):
         unfitted.fit(x, epochs=1, verbose=0)
 
 
+def test_call_and_predict_take_the_labels_as_keras_passes_them(trained, digits):
+    """model(x, labels=y), and predict on (x, y) pairs: Keras's own predict_step passes x alone."""
+    model, _ = trained
+    x, y = digits[2][:70], digits[3][:70]
+    expected = np.asarray(model(x, labels=y))
+    np.testing.assert_allclose(model.predict((x, y), batch_size=32, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(model.reconstruct(x, labels=y), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"model\(x, labels=y\)"):
+        model(x)
+    with pytest.raises(ValueError, match=r"predict\(\(x, y\)\)"):
+        model.predict(x, verbose=0)
+
+
 def test_savedmodel_signatures_take_a_label(trained, digits, tmp_path):
     import tensorflow as tf
 

@@ -325,3 +325,21 @@ def test_mixed_precision_computes_in_half_and_keeps_distributions_float32(policy
     assert 0 < gap.max() < 0.05 * np.abs(reference.elbo(x, seed=1)).max()
     # The codebook's distances stay float32: the same codes as the float32 model, nearly always.
     assert np.mean(vq.codes(x) == reference_vq.codes(x)) > 0.95
+
+
+def test_mixed_float16_validates_and_ends_on_the_weight_average(digits):
+    """Keras wraps the optimizer in a LossScaleOptimizer, whose own use_ema is False; the weight average
+    lives in the inner one, which fit ends with, so validation must see it too."""
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):  # at a batch: after every callback's on_test_begin, fit's own too
+        def on_test_batch_begin(self, batch, logs=None):
+            averages = self.model.optimizer.inner_optimizer._model_variables_moving_average
+            seen["validated_the_average"] = all(np.array_equal(w, a) for w, a in zip(self.model.trainable_weights, averages))
+
+    with kv.distribute.precision("mixed_float16"):
+        model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=4, hidden=(64, 32), seed=0)
+        model.compile(optimizer=kv.optimizers.Adam(3e-3, use_ema=True, ema_momentum=0.9))
+    assert type(model.optimizer).__name__ == "LossScaleOptimizer" and kv.callbacks.keeps_weight_average(model.optimizer)
+    model.fit(digits[0][:256], validation_data=(digits[2][:64],), epochs=2, batch_size=64, verbose=0, callbacks=[Probe()])
+    assert seen["validated_the_average"]

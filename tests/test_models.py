@@ -103,6 +103,27 @@ def test_one_step_changes_every_trainable_weight():
     assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
 
 
+def test_per_example_weights_are_refused_not_ignored(digits):
+    """The bound is an unweighted batch mean: sample_weight (or class_weight, which Keras turns into sample
+    weights) would otherwise train and report another objective than asked for, silently."""
+    x, labels = digits[0][:64], digits[1][:64]
+    model = small_vae()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    weights = np.linspace(0.5, 2.0, len(x)).astype("float32")
+    for call in (lambda: model.fit(x, sample_weight=weights, epochs=1, verbose=0),
+                 lambda: model.evaluate(x, sample_weight=weights, verbose=0),
+                 lambda: model.fit(tf.data.Dataset.from_tensor_slices((x, x, weights)).batch(32), epochs=1, verbose=0)):
+        with pytest.raises(ValueError, match="sample_weight and class_weight are not supported"):
+            call()
+    conditional = kv.presets.conditional_vae(input_shape=DIGITS_SHAPE, num_classes=10, latent_dim=4, hidden=(32,))
+    conditional.compile(optimizer=keras.optimizers.Adam(1e-3))
+    with pytest.raises(ValueError, match="sample_weight and class_weight are not supported"):
+        conditional.fit(x, labels, class_weight={k: 1.0 + k for k in range(10)}, epochs=1, verbose=0)
+    model = small_vae()  # a refusal while tracing leaves the train function half-built: recompile to go on
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert np.isfinite(model.fit(x, epochs=1, verbose=0).history["loss"][0])  # unweighted, as before
+
+
 def test_ten_steps_per_execution_by_default_train_exactly_as_one(digits):
     """compile() runs ten train steps per call into TensorFlow by default; the steps, their noise and the
     epoch's logs are those of Keras's one step per call, also for an epoch of 23 batches (not a multiple)."""

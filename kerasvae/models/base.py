@@ -213,7 +213,11 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         return self.posterior(x, labels=labels)
 
     def call(self, x, training=False, labels=None):
-        """The reconstruction E[p(x | z = mean of q(z|x))], so `model(x)` and `predict` work as expected."""
+        """The reconstruction E[p(x | z = mean of q(z|x))], so `model(x)` and `predict` work as expected
+        (a conditional model's: `model(x, labels=y)` and `predict((x, y))`)."""
+        if self.num_classes is not None and labels is None:
+            raise ValueError(f"{type(self).__name__} reconstructs x given its labels: model(x, labels=y), or predict "
+                             "on (x, y) pairs (predict((x, y)), or a dataset of them).")
         z = self.posterior_params(x, training=training, labels=labels)["loc"]
         return self.likelihood.mean(self.likelihood_params(z, training=training, labels=labels))
 

@@ -59,3 +59,12 @@ def finite_float32(value, what, expected, shape_is_expected):
     if not np.all(np.isfinite(value)):
         raise ValueError(f"{what.capitalize()} contain NaN or infinite values (as float32); expected finite values.")
     return value
+
+
+def refuse_sample_weight(sample_weight):
+    """Raise where Keras hands the step per-example weights (sample_weight, or class_weight turned into
+    them): the bound is the unweighted mean over the batch, and ignoring them would train another objective
+    than the caller asked for without a word. Checked while tracing."""
+    if sample_weight is not None:
+        raise ValueError("kerasvae models fit and evaluate the unweighted bound: sample_weight and class_weight are not "
+                         "supported. Repeat or resample examples to weight them.")

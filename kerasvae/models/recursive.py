@@ -46,6 +46,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasvae.models.input_checks import refuse_sample_weight
+
 
 @keras.saving.register_keras_serializable(package="kerasvae")
 class RecursiveAutoencoder(keras.Model):
@@ -312,7 +314,8 @@ class RecursiveAutoencoder(keras.Model):
         return list(self.trackers.values())
 
     def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        refuse_sample_weight(sample_weight)
         with tf.GradientTape() as tape:
             terms = self.loss_terms(x)
             loss = self.optimizer.scale_loss(terms["loss"])
@@ -320,7 +323,8 @@ class RecursiveAutoencoder(keras.Model):
         return self._track(terms)
 
     def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        refuse_sample_weight(sample_weight)
         return self._track(self.loss_terms(x))
 
     def _track(self, terms):

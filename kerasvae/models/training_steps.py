@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from kerasvae import _keras_compat, data, optimizers
 from kerasvae import callbacks as kv_callbacks
+from kerasvae.models.input_checks import refuse_sample_weight
 from kerasvae.models.multi_worker import is_multi_worker
 
 # compile()'s default on one device: train steps per call into TensorFlow (see compile).
@@ -89,6 +90,9 @@ class TrainingSteps:
         starts from data), fitting the model's step schedules to the run (`plan_run`) and, when the optimizer
         averages the weights, validating on the average (`kv.callbacks.ValidateAveragedWeights`), so the
         `val_*` metrics describe the model `fit` leaves behind."""
+        # Keras drops sample weights without a y (pack_x_y_sample_weight); the steps refuse those in batches
+        refuse_sample_weight(kwargs.get("sample_weight"))
+        refuse_sample_weight(kwargs.get("class_weight"))
         sample = training_sample(x)
         self.choose_likelihood(sample)
         self.likelihood.check_training_data(sample)
@@ -99,7 +103,7 @@ class TrainingSteps:
         callbacks = list(callbacks or [])
         if not kwargs.get("validation_split"):
             x, y, batch_size, kwargs = _quiet_arrays(x, y, batch_size, steps_per_epoch, kwargs)
-        if getattr(self.optimizer, "use_ema", False) and not any(
+        if kv_callbacks.keeps_weight_average(self.optimizer) and not any(
                 isinstance(c, kv_callbacks.ValidateAveragedWeights) for c in callbacks):
             callbacks.append(kv_callbacks.ValidateAveragedWeights())
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
@@ -107,6 +111,7 @@ class TrainingSteps:
 
     def evaluate(self, x=None, y=None, batch_size=None, steps=None, **kwargs):
         """Keras's `evaluate`; arrays go through Keras's own pipeline without tf.data's autotuner, as in `fit`."""
+        refuse_sample_weight(kwargs.get("sample_weight"))
         kwargs.setdefault("shuffle", False)
         x, y, batch_size, kwargs = _quiet_arrays(x, y, batch_size, steps, kwargs)
         kwargs.pop("shuffle", None)
@@ -124,7 +129,8 @@ class TrainingSteps:
             self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        refuse_sample_weight(sample_weight)
         with tf.GradientTape() as tape:
             terms = self.loss_terms(x, training=True, labels=self._fit_labels(y))
             loss = terms["loss"] + tf.add_n(self.losses) if self.losses else terms["loss"]
@@ -137,8 +143,17 @@ class TrainingSteps:
         return self._track(terms, x)
 
     def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        refuse_sample_weight(sample_weight)
         return self._track(self.loss_terms(x, training=False, labels=self._fit_labels(y)), x)
+
+    def predict_step(self, data):
+        # Keras's passes x alone to call; a conditional model reads its labels from (x, labels) batches.
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None and isinstance(x, (tuple, list)):  # predict((x, y)): Keras hands the pair over as x
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(x))
+        labels = None if self.num_classes is None or y is None else tf.reshape(tf.cast(y, tf.int32), [-1])
+        return self(x, training=False, labels=labels)
 
     def _fit_labels(self, y):
         if self.num_classes is None:
