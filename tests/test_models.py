@@ -124,6 +124,30 @@ def test_per_example_weights_are_refused_not_ignored(digits):
     assert np.isfinite(model.fit(x, epochs=1, verbose=0).history["loss"][0])  # unweighted, as before
 
 
+def test_kerass_own_export_writes_the_reconstruction_in_every_format(trained_vae, binary_digits, tmp_path):
+    """`model.export(path)` after `fit` failed ("The model provided has never called"): fit trains through
+    train_step, so Keras never saw an input shape. Each format's file gives back model(x)."""
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = binary_digits[2][:4]
+    expected = np.asarray(trained_vae(x))
+    trained_vae.export(tmp_path / "savedmodel", verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "savedmodel"))  # held: its variables die with it
+    np.testing.assert_allclose(reloaded.serve(x), expected, atol=1e-6)
+    trained_vae.export(tmp_path / "model.onnx", format="onnx", verbose=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], expected, atol=1e-5)
+    trained_vae.export(tmp_path / "model.tflite", format="litert", verbose=False)
+    runner = Interpreter(str(tmp_path / "model.tflite")).get_signature_runner()
+    (input_name,) = runner.get_input_details()
+    (litert,) = runner(**{input_name: x[:1]}).values()  # a [1, ...] input: LiteRT keeps the traced batch
+    np.testing.assert_allclose(litert, expected[:1], atol=1e-5)
+    conditional = kv.presets.conditional_vae(input_shape=DIGITS_SHAPE, num_classes=10, latent_dim=4, hidden=(32,))
+    with pytest.raises(ValueError, match="kv.export.export"):
+        conditional.export(tmp_path / "conditional")
+
+
 def test_ten_steps_per_execution_by_default_train_exactly_as_one(digits):
     """compile() runs ten train steps per call into TensorFlow by default; the steps, their noise and the
     epoch's logs are those of Keras's one step per call, also for an epoch of 23 batches (not a multiple)."""

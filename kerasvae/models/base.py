@@ -221,6 +221,21 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         z = self.posterior_params(x, training=training, labels=labels)["loc"]
         return self.likelihood.mean(self.likelihood_params(z, training=training, labels=labels))
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Keras's `Model.export` of `call` (the reconstruction; its `serve` endpoint), in every format Keras
+        writes ("tf_saved_model", "litert", "onnx", ...). Keras infers the input signature of a subclassed
+        model from its first call, which `fit` never makes (train_step goes through the posterior): without
+        one given, it is x [batch, *input_shape] float32. For TF Serving and devices, `kv.export.export`
+        writes every signature (encode, decode, sample, score), versioned folders and checked TFLite
+        decoders. A conditional model's reconstruction needs labels, which `call` takes by keyword: it
+        exports through `kv.export.export` only."""
+        if input_signature is None:
+            if self.num_classes is not None:
+                raise ValueError(f"{type(self).__name__}.export cannot pass labels to `call`; export it with "
+                                 "kv.export.export(model, to), whose signatures take a `label` input.")
+            input_signature = [keras.InputSpec(shape=(None, *self.data_shape), dtype="float32")]
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
+
 
     # === Serialization ===
 
