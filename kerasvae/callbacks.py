@@ -105,14 +105,59 @@ def _square_columns(n):
 class ValidateAveragedWeights(keras.callbacks.Callback):
     """With a weight average (the optimizer's `use_ema`), `fit` trains the last step's weights but ends by
     replacing them with the average; this callback lets each validation see the average too, so `val_*`
-    describe the model that will be saved. A kerasvae model's `fit` adds it by itself; no effect without a
-    weight average."""
+    describe the model that will be saved. No effect without a weight average. A kerasvae model's `fit`
+    shows the average to validation and to the other callbacks by itself (`with_weight_average`); this one
+    alone is for runs whose callbacks handle the average themselves (`kerasvae train`'s early stopping)."""
 
     def on_test_begin(self, logs=None):
         self._trained = swap_in_weight_average(self.model)
 
     def on_test_end(self, logs=None):
         restore_weights(self.model, self._trained)
+
+
+class _ShowWeightAverage(keras.callbacks.Callback):
+    """The first half of `with_weight_average`: swaps the average in as validation and `on_epoch_end` begin."""
+
+    def __init__(self, held):
+        super().__init__()
+        self.held = held
+
+    def on_test_begin(self, logs=None):
+        self.held.setdefault("trained", swap_in_weight_average(self.model))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_test_begin()
+
+
+class _HideWeightAverage(_ShowWeightAverage):
+    """The second half of `with_weight_average`: puts the trained weights back."""
+
+    def on_test_begin(self, logs=None):
+        pass
+
+    def on_test_end(self, logs=None):
+        restore_weights(self.model, self.held.pop("trained", None))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_test_end()
+
+
+def with_weight_average(callbacks):
+    """`fit`'s callbacks arranged so that they see the weights `val_*` scored where the optimizer averages
+    the weights: from the first callback's `on_test_begin` and `on_epoch_end` to those of the last one
+    before the first BackupAndRestore, the average is in the model. Stock EarlyStopping(
+    restore_best_weights=True) then ends on the best epoch's average and ModelCheckpoint saves the average
+    (both snapshot at `on_epoch_end`, where they got the last step's weights, which no validation scored);
+    BackupAndRestore, and any callback after it, sees the trained weights that resuming continues from. A
+    kerasvae model's `fit` arranges its callbacks so by itself. Callbacks already arranged, or holding a
+    ValidateAveragedWeights (which shows the average to validation alone), are returned as they are.
+    """
+    callbacks, held = list(callbacks), {}
+    if any(isinstance(c, (ValidateAveragedWeights, _ShowWeightAverage)) for c in callbacks):
+        return callbacks
+    backup = next((i for i, c in enumerate(callbacks) if isinstance(c, keras.callbacks.BackupAndRestore)), len(callbacks))
+    return [_ShowWeightAverage(held), *callbacks[:backup], _HideWeightAverage(held), *callbacks[backup:]]
 
 
 def keeps_weight_average(optimizer):

@@ -98,7 +98,8 @@ def test_fit_ends_with_the_averaged_weights_which_a_short_run_has_moved_off_its_
 
 
 class LastWeights(keras.callbacks.Callback):
-    """The weights after the last step (fit replaces them with the average after its last epoch ends)."""
+    """The weights after the last step (fit replaces them with the average after its last epoch ends; its
+    callbacks see the average at each epoch's end)."""
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
         self.weights = self.model.get_weights()

@@ -222,6 +222,45 @@ def test_early_stopping_ends_on_the_best_validated_weight_average(binary_digits)
         np.testing.assert_array_equal(final, validated)  # the best epoch's weight average, the weights that scored best
 
 
+def test_stock_early_stopping_and_checkpoints_keep_the_weight_average_that_validation_scored(binary_digits, tmp_path):
+    """Keras's own callbacks in a user's `fit` with a weight average. They snapshot the model at
+    `on_epoch_end`, where it held the last step's weights again: EarlyStopping(restore_best_weights=True)
+    ended, and ModelCheckpoint(save_best_only=True) saved, weights no validation scored. BackupAndRestore
+    must still save the trained weights, which a resumed run continues from."""
+    import kerasvae as kv
+
+    x_train, _, x_test, _ = binary_digits
+    averages, trained = [], []
+
+    class Probe(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):  # the average validation scores, wherever the probe is listed
+            averages.append([np.asarray(v) for v in self.model.optimizer._model_variables_moving_average])
+
+        def on_train_batch_end(self, batch, logs=None):
+            trained[:] = [np.asarray(w) for w in self.model.trainable_weights]
+
+    # The overfitting set-up of the test above: the held-out loss bottoms out, then climbs.
+    model = kv.presets.mlp_vae(input_shape=(8, 8, 1), latent_dim=8, hidden=(512, 256), seed=0)
+    model.compile(optimizer=kv.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+    train, val = kv.data.pipeline(x_train[:128], batch_size=64, shuffle=False), kv.data.pipeline(x_test, batch_size=512, shuffle=False)
+    callbacks = [Probe(), keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True),
+                 keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", save_best_only=True),
+                 keras.callbacks.BackupAndRestore(tmp_path / "backup", delete_checkpoint=False)]
+    keras.utils.set_random_seed(0)
+    history = model.fit(train, validation_data=val, epochs=300, verbose=0, callbacks=callbacks).history["val_loss"]
+    best = int(np.argmin(history))
+    assert len(history) < 300 and len(history) - 1 - best == 5 and history[best] < history[0] - 5
+    checkpoint = kv.saving.load_model(tmp_path / "best.keras")
+    for final, saved, validated in zip(model.trainable_weights, checkpoint.trainable_weights, averages[best]):
+        np.testing.assert_array_equal(final, validated)
+        np.testing.assert_array_equal(saved, validated)
+    backup = kv.saving.load_model(tmp_path / "best.keras")
+    backup.load_weights(tmp_path / "backup" / "latest.weights.h5")
+    for resumed, last_step, validated in zip(backup.trainable_weights, trained, averages[-1]):
+        np.testing.assert_array_equal(resumed, last_step)
+    assert not all(np.array_equal(a, b) for a, b in zip(trained, averages[-1]))  # the two differ
+
+
 def test_a_resumed_early_stopping_counts_from_the_history_and_keeps_the_saved_best(tmp_path):
     best_weights = [np.full((2, 2), 7.0, np.float32), np.arange(3, dtype=np.float32)]
     np.savez(tmp_path / "best.npz", *best_weights)

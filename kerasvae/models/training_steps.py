@@ -88,8 +88,8 @@ class TrainingSteps:
         """Keras's `fit`, after three things a fresh model takes from a sample of its training data (an "auto"
         likelihood's choice, a check of the data against the likelihood, a VampPrior's pseudo-inputs where it
         starts from data), fitting the model's step schedules to the run (`plan_run`) and, when the optimizer
-        averages the weights, validating on the average (`kv.callbacks.ValidateAveragedWeights`), so the
-        `val_*` metrics describe the model `fit` leaves behind."""
+        averages the weights, validating on the average, so the `val_*` metrics describe the model `fit`
+        leaves behind, and showing the callbacks that average (`kv.callbacks.with_weight_average`)."""
         # Keras drops sample weights without a y (pack_x_y_sample_weight); the steps refuse those in batches
         refuse_sample_weight(kwargs.get("sample_weight"))
         refuse_sample_weight(kwargs.get("class_weight"))
@@ -103,9 +103,8 @@ class TrainingSteps:
         callbacks = list(callbacks or [])
         if not kwargs.get("validation_split"):
             x, y, batch_size, kwargs = _quiet_arrays(x, y, batch_size, steps_per_epoch, kwargs)
-        if kv_callbacks.keeps_weight_average(self.optimizer) and not any(
-                isinstance(c, kv_callbacks.ValidateAveragedWeights) for c in callbacks):
-            callbacks.append(kv_callbacks.ValidateAveragedWeights())
+        if kv_callbacks.keeps_weight_average(self.optimizer):
+            callbacks = kv_callbacks.with_weight_average(callbacks)
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
                            steps_per_epoch=steps_per_epoch, **kwargs)
 
