@@ -21,7 +21,6 @@ from kerasvae.apps.regression import (
 )
 
 MAX_ANGLE = 60.0
-DIABETES_LATENT, DIABETES_LIKELIHOOD, DIABETES_EPOCHS, DIABETES_METHOD = 3, "gaussian", 80, "ridge"
 
 
 def rotate_images(x, angles):
@@ -124,30 +123,34 @@ def test_rotation_angle_from_latents_beats_pca(rotated_digits):
 
 
 @pytest.mark.slow
-def test_diabetes_progression_from_a_tabular_vae():
-    """scikit-learn's diabetes data through a Gaussian VAE on its 10 standardized features: the latent
-    regressor is level with the same regressor on PCA codes of the same dimension, over 3 folds."""
+def test_diabetes_progression_from_a_tabular_vae_beats_pca():
+    """scikit-learn's diabetes data (442 patients, 10 standardized features) through a 3-d Gaussian VAE: the
+    default MLP head reads disease progression from the latent code better than from PCA-3 codes, over 5
+    folds. The encoder and decoder have one hidden layer of 16: on 353 training rows, 64-32 overfits
+    (held-out ELBO -12.83 against -12.75 nats, mean over seeds) and its codes only matched PCA's (MLP R2
+    0.377-0.408 against 0.372; docs/applications.md)."""
     from sklearn.datasets import load_diabetes
     from sklearn.model_selection import KFold
     from sklearn.preprocessing import StandardScaler
 
     x, y = load_diabetes(return_X_y=True)
-    latent_r2, pca_r2 = [], []
-    for fold, (train, test) in enumerate(KFold(3, shuffle=True, random_state=0).split(x)):
-        scaler = StandardScaler().fit(x[train])
-        xs = scaler.transform(x).astype(np.float32)
+    reports = []
+    for fold, (train, test) in enumerate(KFold(5, shuffle=True, random_state=0).split(x)):
+        xs = StandardScaler().fit(x[train]).transform(x).astype(np.float32)
         keras.utils.set_random_seed(fold)
-        model = kv.presets.mlp_vae(input_shape=(10,), latent_dim=DIABETES_LATENT, hidden=(64, 32), likelihood=DIABETES_LIKELIHOOD, seed=fold)
+        model = kv.presets.mlp_vae(input_shape=(10,), latent_dim=3, hidden=(16,), likelihood="gaussian", seed=fold)
         model.compile(optimizer=keras.optimizers.Adam(3e-3))
-        # Eight passes per epoch: the same steps as 8x the epochs without Keras's per-epoch overhead.
-        model.fit(np.tile(xs[train], (8, 1)), epochs=DIABETES_EPOCHS // 8, batch_size=32, verbose=0)
-        report, _ = regression_report(model, xs[train], y[train], xs[test], y[test], method=DIABETES_METHOD, baselines=("pca",))
-        latent_r2.append(report["latent"]["r2"])
-        pca_r2.append(report["pca"]["r2"])
-    print(f"\ndiabetes R2 per fold: latent {np.round(latent_r2, 3)}, PCA {np.round(pca_r2, 3)}")
-    # Level with PCA, not above it: across training variations the mean R2 was 0.345-0.395 against PCA's
-    # 0.357 (docs/applications.md, 5 folds); both are far above the 0 of predicting the mean.
-    assert np.mean(latent_r2) > max(np.mean(pca_r2) - 0.05, 0.3), (latent_r2, pca_r2)
+        # Eight passes per epoch: the same 80 passes as 80 epochs without Keras's per-epoch overhead.
+        model.fit(np.tile(xs[train], (8, 1)), epochs=10, batch_size=32, verbose=0)
+        reports.append({method: regression_report(model, xs[train], y[train], xs[test], y[test], method=method, baselines=("pca",))[0]
+                        for method in ("mlp", "ridge")})
+    mean = {method: {code: {metric: float(np.mean([r[method][code][metric] for r in reports])) for metric in ("r2", "nlpd")}
+                     for code in ("latent", "pca")} for method in ("mlp", "ridge")}
+    print(f"\ndiabetes, mean over 5 folds: {json.dumps(mean)}")
+    mlp, ridge = mean["mlp"], mean["ridge"]
+    assert mlp["latent"]["r2"] > mlp["pca"]["r2"] + 0.01 and mlp["latent"]["nlpd"] < mlp["pca"]["nlpd"], mean
+    # Ridge reads the same code level or better (0.351-0.391 against 0.357 over three seeds).
+    assert ridge["latent"]["r2"] > ridge["pca"]["r2"] - 0.03, mean
 
 
 # === Ordering ===

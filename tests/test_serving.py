@@ -445,6 +445,43 @@ def test_clients_ask_for_a_label_and_the_rest_client_reports_a_refused_connectio
     assert error.value.code == "UNAVAILABLE"
 
 
+def test_clients_pass_a_conditional_models_labels_and_a_hierarchical_decoders_noise(tmp_path):
+    """The signatures of these families take inputs besides x and z: `label`, and noise_1 for a two-level
+    decoder. The clients' methods pass them, and the answers are the SavedModel's."""
+    conditional = kv.presets.conditional_vae(input_shape=(8, 8, 1), num_classes=3, latent_dim=4, hidden=(16,), seed=0)
+    hierarchical = kv.presets.hvae(input_shape=(8, 8, 1), latent_dim=2, lower_dims=(3,), encoder_filters=None, hidden=(16,),
+                                   level_hidden=(8,), seed=0)
+    export_savedmodel(conditional, tmp_path / "conditional")
+    export_savedmodel(hierarchical, tmp_path / "hierarchical")
+    local = {name: tf.saved_model.load(str(tmp_path / name / "1")) for name in ("conditional", "hierarchical")}
+    labels, noise = np.array([0, 2, 1, 1, 0], np.int32), np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32)
+    x, z = tf.constant(X), tf.constant(Z[:, :2])
+    expected = {
+        "encode": local["conditional"].signatures["encode"](x=x, label=labels)["loc"].numpy(),
+        "decode": local["conditional"].signatures["decode"](z=tf.constant(Z), label=labels)["mean"].numpy(),
+        "reconstruct": local["conditional"].signatures["reconstruct"](x=x, label=labels)["reconstruction"].numpy(),
+        "score": local["conditional"].signatures["score"](x=x, label=labels)["elbo"].numpy(),
+        "sample": local["conditional"].signatures["sample"](num_samples=tf.constant(2), seed=tf.constant([1, 2]),
+                                                           label=tf.constant([2]))["x"].numpy(),
+        "noise": local["hierarchical"].signatures["decode"](z=z, noise_1=noise)["mean"].numpy(),
+    }
+    server = kv.serving.Server(tmp_path, port=0, rest_port=0, model_warmup=False).start()
+    try:
+        for client_type, port in ((kv.serving.Client, server.grpc_port), (kv.serving.RestClient, server.rest_port)):
+            client = client_type(f"127.0.0.1:{port}", "conditional", max_batch=2)
+            np.testing.assert_allclose(client.encode(X, labels=labels)["loc"], expected["encode"], atol=1e-5)
+            np.testing.assert_allclose(client.decode(Z, labels=labels)["mean"], expected["decode"], atol=1e-5)
+            np.testing.assert_allclose(client.reconstruct(X, labels=labels), expected["reconstruct"], atol=1e-5)
+            np.testing.assert_allclose(client.score(X, labels=labels)["elbo"], expected["score"], rtol=1e-5)
+            np.testing.assert_allclose(client.sample(2, seed=(1, 2), labels=2), expected["sample"], atol=1e-5)
+            with pytest.raises(kv.serving.ServingClientError, match="label"):
+                client.decode(Z)
+            decoded = client_type(f"127.0.0.1:{port}", "hierarchical").decode(Z[:, :2], noise={"noise_1": noise})
+            np.testing.assert_allclose(decoded["mean"], expected["noise"], atol=1e-5)
+    finally:
+        server.stop(grace=1)
+
+
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory):
     """An in-process Server, with access logging on, over TF Serving's test models and a kerasvae export."""

@@ -56,25 +56,33 @@ class _SignatureClient:
         ]
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
-    def encode(self, x):
-        """{"loc", "scale"} of q(z|x) (VQ-VAE: {"codes", "z"})."""
-        return self.predict("encode", {"x": np.asarray(x, np.float32)})
+    # A conditional model's signatures take its class labels as a "label" input: the methods' `labels`
+    # (not the constructor's `label`, TF Serving's name for a version).
 
-    def decode(self, z):
-        """{"mean", and the likelihood's parameters} of p(x|z)."""
-        return self.predict("decode", {"z": np.asarray(z, np.float32)})
+    def encode(self, x, labels=None):
+        """{"loc", "scale"} of q(z|x) (VQ-VAE: {"codes", "z"}; a hierarchical VAE: every level's)."""
+        return self.predict("encode", _with_labels({"x": np.asarray(x, np.float32)}, labels))
 
-    def reconstruct(self, x):
-        return self.predict("reconstruct", {"x": np.asarray(x, np.float32)})["reconstruction"]
+    def decode(self, z, labels=None, noise=None):
+        """{"mean", and the likelihood's parameters} of p(x|z). `noise`: {name: array [n, ...]}, the inputs
+        besides z that a model's decode signature declares (a hierarchical VAE's lower levels' standard
+        normal noise noise_1, ...; zeros decode along the levels' means)."""
+        inputs = _with_labels({"z": np.asarray(z, np.float32)}, labels)
+        inputs.update({name: np.asarray(value, np.float32) for name, value in (noise or {}).items()})
+        return self.predict("decode", inputs)
 
-    def sample(self, n, seed=(0, 0)):
-        """n images from the model; the same seed gives the same images on every server."""
+    def reconstruct(self, x, labels=None):
+        return self.predict("reconstruct", _with_labels({"x": np.asarray(x, np.float32)}, labels))["reconstruction"]
+
+    def sample(self, n, seed=(0, 0), labels=None):
+        """n images from the model; the same seed gives the same images on every server. A conditional
+        model's: of one class (an int) or one per image (n ints)."""
         inputs = {"num_samples": np.int32(n), "seed": np.asarray(seed, np.int32).reshape(2)}
-        return self.predict("sample", inputs)["x"]
+        return self.predict("sample", _with_labels(inputs, None if labels is None else np.reshape(labels, -1)))["x"]
 
-    def score(self, x):
+    def score(self, x, labels=None):
         """{"elbo", "reconstruction_error", "anomaly_score"} per example."""
-        return self.predict("score", {"x": np.asarray(x, np.float32)})
+        return self.predict("score", _with_labels({"x": np.asarray(x, np.float32)}, labels))
 
 
 class Client(_SignatureClient):
@@ -265,6 +273,10 @@ class RestClient(_SignatureClient):
         """[{"version": int, "state": str}] from the model status endpoint, as `Client.status` gives them."""
         return [_version_status(s["version"], s["state"], s.get("status", {}).get("error_message"))
                 for s in self._request(self._url())["model_version_status"]]
+
+
+def _with_labels(inputs, labels):
+    return inputs if labels is None else {**inputs, "label": np.asarray(labels, np.int32)}
 
 
 def _version_status(version, state, error_message):
