@@ -30,7 +30,7 @@ for name, model in models.items():
     model.fit(binary_train, epochs=args.epochs, batch_size=128, verbose=0)
     elbo = float(model.elbo(binary_test).mean())
     nll = float(-model.log_likelihood(binary_test[:500], num_samples=500).mean())
-    print(f"{name:5s} test ELBO {elbo:8.2f}  IWAE NLL (k=500, 500 images) {nll:8.2f} nats")
+    print(f"{name:5s} test ELBO {elbo:8.2f}  IWAE NLL (k=500, {len(binary_test[:500])} images) {nll:8.2f} nats")
     plots.save_samples(model, f"{args.out}/{name}_samples.png", title=f"{name} preset: samples from the prior")
 
 # The exported decode takes the top z and the lower level's standard-normal noise (zeros: its mean), so the

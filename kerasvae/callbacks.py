@@ -124,7 +124,8 @@ class _ShowWeightAverage(keras.callbacks.Callback):
         self.held = held
 
     def on_test_begin(self, logs=None):
-        self.held.setdefault("trained", swap_in_weight_average(self.model))
+        if "trained" not in self.held:
+            self.held["trained"] = swap_in_weight_average(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         self.on_test_begin()
@@ -143,18 +144,30 @@ class _HideWeightAverage(_ShowWeightAverage):
         self.on_test_end()
 
 
+def restore_trained_weights(model, callbacks):
+    """Put back trained weights that `with_weight_average`'s callbacks still hold: a `fit` that raised between
+    its two halves (Keras's `fit` has no finally) would otherwise go on from the average."""
+    for callback in callbacks:
+        if isinstance(callback, _ShowWeightAverage):
+            restore_weights(model, callback.held.pop("trained", None))
+
+
 def with_weight_average(callbacks):
     """`fit`'s callbacks arranged so that they see the weights `val_*` scored where the optimizer averages
     the weights: from the first callback's `on_test_begin` and `on_epoch_end` to those of the last one
     before the first BackupAndRestore, the average is in the model. Stock EarlyStopping(
     restore_best_weights=True) then ends on the best epoch's average and ModelCheckpoint saves the average
     (both snapshot at `on_epoch_end`, where they got the last step's weights, which no validation scored);
-    BackupAndRestore, and any callback after it, sees the trained weights that resuming continues from. A
-    kerasvae model's `fit` arranges its callbacks so by itself. Callbacks already arranged, or holding a
-    ValidateAveragedWeights (which shows the average to validation alone), are returned as they are.
+    BackupAndRestore, and any callback after it, sees the trained weights that resuming continues from.
+    Batch-level saves (ModelCheckpoint's integer save_freq) see the trained weights, and what a callback
+    assigns to the weights at `on_epoch_end` before the second half is undone there. A kerasvae model's
+    `fit` arranges its callbacks so by itself. Callbacks already arranged, or holding a
+    ValidateAveragedWeights (which shows the average to validation alone) or Keras's SwapEMAWeights (which
+    swaps the average in and out itself), are returned as they are.
     """
     callbacks, held = list(callbacks), {}
-    if any(isinstance(c, (ValidateAveragedWeights, _ShowWeightAverage)) for c in callbacks):
+    arranged = (ValidateAveragedWeights, _ShowWeightAverage, keras.callbacks.SwapEMAWeights)
+    if any(isinstance(c, arranged) for c in callbacks):
         return callbacks
     backup = next((i for i, c in enumerate(callbacks) if isinstance(c, keras.callbacks.BackupAndRestore)), len(callbacks))
     return [_ShowWeightAverage(held), *callbacks[:backup], _HideWeightAverage(held), *callbacks[backup:]]

@@ -474,6 +474,7 @@ def test_clients_pass_a_conditional_models_labels_and_a_hierarchical_decoders_no
             np.testing.assert_allclose(client.reconstruct(X, labels=labels), expected["reconstruct"], atol=1e-5)
             np.testing.assert_allclose(client.score(X, labels=labels)["elbo"], expected["score"], rtol=1e-5)
             np.testing.assert_allclose(client.sample(2, seed=(1, 2), labels=2), expected["sample"], atol=1e-5)
+            np.testing.assert_allclose(client.reconstruct(X[:2], labels=1), client.reconstruct(X[:2], labels=[1, 1]))
             with pytest.raises(kv.serving.ServingClientError, match="label"):
                 client.decode(Z)
             decoded = client_type(f"127.0.0.1:{port}", "hierarchical").decode(Z[:, :2], noise={"noise_1": noise})

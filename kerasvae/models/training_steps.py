@@ -105,8 +105,11 @@ class TrainingSteps:
             x, y, batch_size, kwargs = _quiet_arrays(x, y, batch_size, steps_per_epoch, kwargs)
         if kv_callbacks.keeps_weight_average(self.optimizer):
             callbacks = kv_callbacks.with_weight_average(callbacks)
-        return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
-                           steps_per_epoch=steps_per_epoch, **kwargs)
+        try:
+            return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+                               steps_per_epoch=steps_per_epoch, **kwargs)
+        finally:
+            kv_callbacks.restore_trained_weights(self, callbacks)
 
     def evaluate(self, x=None, y=None, batch_size=None, steps=None, **kwargs):
         """Keras's `evaluate`; arrays go through Keras's own pipeline without tf.data's autotuner, as in `fit`."""

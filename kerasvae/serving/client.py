@@ -56,8 +56,8 @@ class _SignatureClient:
         ]
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
-    # A conditional model's signatures take its class labels as a "label" input: the methods' `labels`
-    # (not the constructor's `label`, TF Serving's name for a version).
+    # A conditional model's signatures take its class labels as a "label" input: the methods' `labels` (one
+    # int per example, or one for all; not the constructor's `label`, TF Serving's name for a version).
 
     def encode(self, x, labels=None):
         """{"loc", "scale"} of q(z|x) (VQ-VAE: {"codes", "z"}; a hierarchical VAE: every level's)."""
@@ -276,7 +276,13 @@ class RestClient(_SignatureClient):
 
 
 def _with_labels(inputs, labels):
-    return inputs if labels is None else {**inputs, "label": np.asarray(labels, np.int32)}
+    """inputs with the "label" input; one int labels every example of the first input's batch."""
+    if labels is None:
+        return inputs
+    labels = np.asarray(labels, np.int32)
+    if labels.ndim == 0:
+        labels = np.full(len(next(iter(inputs.values()))), labels, np.int32)
+    return {**inputs, "label": labels}
 
 
 def _version_status(version, state, error_message):
