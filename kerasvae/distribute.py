@@ -46,6 +46,7 @@ import keras
 import tensorflow as tf
 
 from kerasvae import _keras_compat
+from kerasvae import callbacks as kv_callbacks
 from kerasvae.choices import PRECISIONS, STRATEGIES
 from kerasvae.models.training_steps import training_sample
 
@@ -195,11 +196,16 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
     iterator = iter(coordinator.create_per_worker_dataset(_per_worker(strategy, x, dataset_fn)))
     verbose = 1 if verbose == "auto" else verbose
+    # As model.fit: validation and the callbacks see the weight average the run ends on.
+    arranged = kv_callbacks.with_weight_average(callbacks or []) if kv_callbacks.keeps_weight_average(model.optimizer) else callbacks
     callbacks = keras.callbacks.CallbackList(
-        callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=model
+        arranged, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=model
     )
-    with _keras_compat.atomic_assign_add([model.optimizer.iterations, *model.metrics_variables]):
-        return _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data)
+    try:
+        with _keras_compat.atomic_assign_add([model.optimizer.iterations, *model.metrics_variables]):
+            return _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data)
+    finally:
+        kv_callbacks.restore_trained_weights(model, arranged or [])
 
 
 def _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data):
