@@ -377,6 +377,19 @@ def test_app_commands_write_their_files(run_folder, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "kerasvae decompress: Corrupted or truncated .kvz file: its checksum does not match its contents."
 
 
+def test_fit_limit_is_offered_only_where_baselines_are_fitted(capsys):
+    """regress fits its baselines on the labelled examples, and interpolate, traverse and latent-map fit
+    none: a --fit-limit they took and ignored would only mislead."""
+    parser = cli.build_parser()
+    for command in (["regress", "run", "--targets", "y.npy"], ["interpolate", "run"], ["traverse", "run"], ["latent-map", "run"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--fit-limit", "5"])
+        assert "unrecognized arguments: --fit-limit 5" in capsys.readouterr().err
+    for command in ("anomaly", "denoise", "probe", "sparse-code", "impute", "compress"):
+        extra = ["--out", "x.kvz"] if command == "compress" else []
+        assert parser.parse_args([command, "run", *extra, "--fit-limit", "5"]).fit_limit == 5
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

@@ -64,14 +64,14 @@ def add_commands(commands):
                             "of the first 64 images goes beside it, named like it with .png")
     decompress.set_defaults(handler=_decompress)
 
-    interpolate = _command(commands, "interpolate", _interpolate, "decode the latent path between two images into a PNG")
+    interpolate = _command(commands, "interpolate", _interpolate, "decode the latent path between two images into a PNG", fits_baselines=False)
     interpolate.add_argument("--index-a", type=int, default=0, help="index of the first image in the data")
     interpolate.add_argument("--index-b", type=int, default=1, help="index of the second image")
     interpolate.add_argument("--steps", type=int, default=10)
     interpolate.add_argument("--method", choices=[*INTERPOLATIONS, "both"], default="both")
     interpolate.add_argument("--output", default="interpolation.png")
 
-    traverse = _command(commands, "traverse", _traverse, "vary one latent dimension at a time (disentanglement inspection) into a PNG")
+    traverse = _command(commands, "traverse", _traverse, "vary one latent dimension at a time (disentanglement inspection) into a PNG", fits_baselines=False)
     traverse.add_argument("--index", type=int, default=0, help="the image whose code is the base")
     traverse.add_argument("--prior", action="store_true", help="start from the prior mean instead of an image's code")
     traverse.add_argument("--dims", default=None, help="comma-separated dimensions (default: all, by mean KL over the data, most informative first)")
@@ -79,7 +79,7 @@ def add_commands(commands):
     traverse.add_argument("--steps", type=int, default=9)
     traverse.add_argument("--output", default="traversal.png")
 
-    latent_map = _command(commands, "latent-map", _latent_map, "a 2-D or 3-D map of the posterior means coloured by label")
+    latent_map = _command(commands, "latent-map", _latent_map, "a 2-D or 3-D map of the posterior means coloured by label", fits_baselines=False)
     latent_map.add_argument("--method", choices=EMBEDDINGS, default="pca")
     latent_map.add_argument("--dims", type=int, choices=(2, 3), default=2)
     latent_map.add_argument("--output", default="latent_map.png")
@@ -101,7 +101,7 @@ def add_commands(commands):
     sparse.add_argument("--alpha", type=float, default=1.0, help="L1 weight of dictionary learning")
     sparse.add_argument("--out", default="sparse_code", help="folder for sparse_coding.json and its PNGs")
 
-    regress = _command(commands, "regress", _regress, "predict a numeric target from the latent code (mean and spread), against PCA and pixels")
+    regress = _command(commands, "regress", _regress, "predict a numeric target from the latent code (mean and spread), against PCA and pixels", fits_baselines=False)
     regress.add_argument("--targets", required=True,
                          help="a .npy, .csv or .txt file: one target value (or row of values) per example of --data's --split, in order")
     regress.add_argument("--method", choices=REGRESSORS, default="mlp", help="regressor on the posterior means (and on the baselines)")
@@ -119,14 +119,16 @@ def add_commands(commands):
     impute.add_argument("--out", default="impute", help="folder for impute.json, imputation.png and imputed.npy")
 
 
-def _command(commands, name, handler, help_text):
-    """A subcommand taking a run folder and the data to work on."""
+def _command(commands, name, handler, help_text, fits_baselines=True):
+    """A subcommand taking a run folder and the data to work on; --fit-limit where it fits baselines on
+    training images (a flag a command ignored would only mislead)."""
     parser = commands.add_parser(name, help=help_text)
     parser.add_argument("run")
     parser.add_argument("--data", default=None, help="dataset name or path (default: the run's dataset, binarized as it trained)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None, help="use the first N examples only")
-    parser.add_argument("--fit-limit", type=int, default=FIT_LIMIT, help="training images the baselines are fitted on")
+    if fits_baselines:
+        parser.add_argument("--fit-limit", type=int, default=FIT_LIMIT, help="training images the baselines are fitted on")
     parser.set_defaults(handler=handler)
     return parser
 
