@@ -48,7 +48,6 @@ import tensorflow as tf
 from kerasvae import _keras_compat
 from kerasvae import callbacks as kv_callbacks
 from kerasvae.choices import PRECISIONS, STRATEGIES
-from kerasvae.models.training_steps import training_sample
 
 TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''
@@ -187,9 +186,7 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
     if steps_per_epoch is None:
         steps_per_epoch = _cardinality(dataset)
     model.plan_run(epochs * steps_per_epoch)  # as model.fit does: the step schedules fit the run
-    sample = training_sample(dataset)
-    model.choose_likelihood(sample)  # as model.fit does: likelihood="auto" takes the data's head
-    model.start_prior_from_data(sample)  # and a VampPrior with pseudo_inputs_init="data" its start
+    model.prepare_for_training_data(dataset)  # as model.fit does: an "auto" likelihood's choice, a VampPrior's start
     if not model.optimizer.built:  # its variables go on the ps tasks, not into a worker's step
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)

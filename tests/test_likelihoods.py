@@ -191,6 +191,42 @@ def test_fit_puts_the_chosen_head_in_place(fitted):
     assert tuple(gaussian.raw_scale.shape) == (8, 8, 1)
 
 
+def test_auto_chooses_from_a_pydataset_and_says_what_a_generator_leaves_it_with(digit_sets):
+    """A keras.utils.PyDataset is read by index, so its first batch is looked at as an array's head is; it
+    used to be skipped, and grey levels trained a Bernoulli in silence. A Python generator cannot be looked
+    at without using it up: the head stays the Bernoulli and fit says so."""
+    x = digit_sets["grey"]
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return x[50 * index : 50 * (index + 1)]
+
+    model = auto_model()
+    model.compile()
+    model.fit(Batches(), epochs=1, verbose=0)
+    assert type(model.likelihood) is likelihoods.DiscretizedLogistic
+
+    def generator():
+        while True:
+            for index in range(4):
+                yield (x[50 * index : 50 * (index + 1)],)
+
+    model = auto_model()
+    model.compile()
+    with pytest.warns(UserWarning, match='generator.*likelihood="auto" stays a Bernoulli head'):
+        model.fit(generator(), steps_per_epoch=4, epochs=1, verbose=0)
+    assert type(model.likelihood) is likelihoods.Auto
+    named = auto_model(likelihood="logistic")
+    named.compile()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        named.fit(generator(), steps_per_epoch=4, epochs=1, verbose=0)
+    assert not [w for w in caught if "cannot look" in str(w.message)]  # nothing to warn about: the head was named
+
+
 def test_decode_of_the_chosen_logistic_has_a_mean_in_levels(fitted, digit_sets):
     model, x = fitted["grey"], digit_sets["grey"][:5]
     decoded = model.decode(model.encode(x).mean())

@@ -5,6 +5,7 @@ multi-worker training (multi_worker.py), the probabilistic API and what a family
 where theirs differs."""
 
 import contextlib
+import warnings
 
 import keras
 import tensorflow as tf
@@ -13,7 +14,7 @@ from kerasvae import _keras_compat, calibration, likelihoods, recipes
 from kerasvae.models.input_checks import InputChecks
 from kerasvae.models.multi_worker import MultiWorkerSteps
 from kerasvae.models.probabilistic import ProbabilisticAPI, batch_function
-from kerasvae.models.training_steps import TrainingSteps
+from kerasvae.models.training_steps import TrainingSteps, training_sample
 
 LAYER_ARGUMENTS = ("encoder", "decoder", "likelihood", "prior", "posterior", "sparsity", "corruption")
 
@@ -98,6 +99,29 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
         self._compile_batch_functions()
         self._build_now()
+
+    def prepare_for_training_data(self, x):
+        """What a fresh model takes from a sample of its training data x (anything `fit` takes) before its
+        first step: an "auto" likelihood's choice (`choose_likelihood`), a check of the data against the
+        likelihood, a VampPrior's pseudo-inputs where they start from data. A Python generator cannot be
+        looked at without using it up: the model then keeps its defaults and warns where one of them may
+        not suit the data."""
+        sample = training_sample(x)
+        if sample is not None:
+            self.choose_likelihood(sample)
+            self.likelihood.check_training_data(sample)
+            self.start_prior_from_data(sample)
+            return
+        kept = []
+        if isinstance(self.likelihood, likelihoods.Auto) and not (self.optimizer is not None and self.optimizer.built):
+            kept.append('likelihood="auto" stays a Bernoulli head, for binary data (name the likelihood for grey levels '
+                        "or real values)")
+        prior = getattr(self, "prior_layer", None)
+        if getattr(prior, "starts_from_data", False) and not prior.adapted:
+            kept.append("the VampPrior's pseudo-inputs keep their initializer (prior_layer.adapt(x) starts them from data)")
+        if kept:
+            warnings.warn("fit cannot look at a generator's examples before training: " + "; ".join(kept) + ".",
+                          UserWarning, stacklevel=3)
 
     def start_prior_from_data(self, x, seed=None):
         """Draws a VampPrior's pseudo-inputs from the examples x (numpy) where it was built with

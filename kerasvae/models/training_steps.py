@@ -42,16 +42,24 @@ def run_steps(x, batch_size, epochs, steps_per_epoch=None, validation_split=0.0)
 
 
 def training_sample(x, size=1024):
-    """Up to `size` training examples as numpy, for data checks: the head of an array, or a dataset's first
-    batch (its own transformations applied, so a binarizing pipeline yields binary values)."""
+    """Up to `size` training examples as numpy, for data checks: the head of an array, or the first batch of
+    a dataset or a keras.utils.PyDataset (their own transformations applied, so a binarizing pipeline yields
+    binary values). None for data that cannot be looked at before training: a Python generator (reading it
+    would use it up)."""
     if isinstance(x, tf.data.Dataset):
         for batch in x.take(1):
-            first = batch[0] if isinstance(batch, (tuple, list)) else batch
-            return np.asarray(first)[:size]
+            return _inputs_of(batch, size)
         return np.zeros([0], np.float32)
+    if isinstance(x, keras.utils.PyDataset):
+        return _inputs_of(x[0], size)  # random access by index is the PyDataset contract
     if hasattr(x, "shape"):
         return np.asarray(x[:size])
-    return np.zeros([0], np.float32)
+    return None
+
+
+def _inputs_of(batch, size):
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return np.asarray(first)[:size]
 
 
 class TrainingSteps:
@@ -87,16 +95,13 @@ class TrainingSteps:
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, steps_per_epoch=None, **kwargs):
         """Keras's `fit`, after three things a fresh model takes from a sample of its training data (an "auto"
         likelihood's choice, a check of the data against the likelihood, a VampPrior's pseudo-inputs where it
-        starts from data), fitting the model's step schedules to the run (`plan_run`) and, when the optimizer
+        starts from data: `prepare_for_training_data`), fitting the model's step schedules to the run (`plan_run`) and, when the optimizer
         averages the weights, validating on the average, so the `val_*` metrics describe the model `fit`
         leaves behind, and showing the callbacks that average (`kv.callbacks.with_weight_average`)."""
         # Keras drops sample weights without a y (pack_x_y_sample_weight); the steps refuse those in batches
         refuse_sample_weight(kwargs.get("sample_weight"))
         refuse_sample_weight(kwargs.get("class_weight"))
-        sample = training_sample(x)
-        self.choose_likelihood(sample)
-        self.likelihood.check_training_data(sample)
-        self.start_prior_from_data(sample)
+        self.prepare_for_training_data(x)
         steps = run_steps(x, batch_size, epochs, steps_per_epoch, kwargs.get("validation_split", 0.0))
         if steps:
             self.plan_run(steps)
