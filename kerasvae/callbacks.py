@@ -160,8 +160,8 @@ def with_weight_average(callbacks):
     (both snapshot at `on_epoch_end`, where they got the last step's weights, which no validation scored);
     BackupAndRestore, and any callback after it, sees the trained weights that resuming continues from.
     Batch-level saves (ModelCheckpoint's integer save_freq) see the trained weights, and what a callback
-    assigns to the weights at `on_epoch_end` before the second half is undone there. A kerasvae model's
-    `fit` arranges its callbacks so by itself. Callbacks already arranged, or holding a
+    assigns to the weights at `on_epoch_end` before the second half is undone there. Without a weight
+    average both halves do nothing. A kerasvae model's `fit` arranges its callbacks so by itself. Callbacks already arranged, or holding a
     ValidateAveragedWeights (which shows the average to validation alone) or Keras's SwapEMAWeights (which
     swaps the average in and out itself), are returned as they are.
     """

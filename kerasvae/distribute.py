@@ -194,7 +194,7 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
     iterator = iter(coordinator.create_per_worker_dataset(_per_worker(strategy, x, dataset_fn)))
     verbose = 1 if verbose == "auto" else verbose
     # As model.fit: validation and the callbacks see the weight average the run ends on.
-    arranged = kv_callbacks.with_weight_average(callbacks or []) if kv_callbacks.keeps_weight_average(model.optimizer) else callbacks
+    arranged = kv_callbacks.with_weight_average(callbacks or [])
     callbacks = keras.callbacks.CallbackList(
         arranged, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=model
     )
@@ -202,7 +202,7 @@ def fit(model, x, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
         with _keras_compat.atomic_assign_add([model.optimizer.iterations, *model.metrics_variables]):
             return _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data)
     finally:
-        kv_callbacks.restore_trained_weights(model, arranged or [])
+        kv_callbacks.restore_trained_weights(model, arranged)
 
 
 def _train(model, coordinator, iterator, steps_per_epoch, epochs, initial_epoch, callbacks, validation_data):

@@ -113,11 +113,10 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
             self.start_prior_from_data(sample)
             return
         kept = []
-        if isinstance(self.likelihood, likelihoods.Auto) and not (self.optimizer is not None and self.optimizer.built):
+        if self._likelihood_awaits_data():
             kept.append('likelihood="auto" stays a Bernoulli head, for binary data (name the likelihood for grey levels '
                         "or real values)")
-        prior = getattr(self, "prior_layer", None)
-        if getattr(prior, "starts_from_data", False) and not prior.adapted:
+        if self._prior_awaits_data():
             kept.append("the VampPrior's pseudo-inputs keep their initializer (prior_layer.adapt(x) starts them from data)")
         if kept:
             warnings.warn("fit cannot look at a generator's examples before training: " + "; ".join(kept) + ".",
@@ -128,16 +127,22 @@ class LatentVariableModel(TrainingSteps, MultiWorkerSteps, ProbabilisticAPI, Inp
         pseudo_inputs_init="data" and has not started yet: once in the model's life, before its first step.
         `fit` calls it with a sample of the training data, `kerasvae train` with the training images. Other
         priors stay as they are."""
+        if self._prior_awaits_data():
+            self.prior_layer.adapt(x, seed=seed)
+
+    def _prior_awaits_data(self):
         prior = getattr(self, "prior_layer", None)
-        if getattr(prior, "starts_from_data", False) and not prior.adapted:
-            prior.adapt(x, seed=seed)
+        return bool(getattr(prior, "starts_from_data", False) and not prior.adapted)
+
+    def _likelihood_awaits_data(self):
+        return isinstance(self.likelihood, likelihoods.Auto) and not (self.optimizer is not None and self.optimizer.built)
 
     def choose_likelihood(self, x):
         """Puts the likelihood `kerasvae.likelihoods.choose` picks for data x (numpy) in place of a
         likelihood="auto" head; `fit` calls it with a sample of the training data. Other heads stay. The new
         head is built at once; an optimizer that has already built its state for the old head cannot train
         the new one, so a trained model keeps its head."""
-        if not isinstance(self.likelihood, likelihoods.Auto) or (self.optimizer is not None and self.optimizer.built):
+        if not self._likelihood_awaits_data():
             return
         # The new head is made as the old one was: in the strategy the model was built in (its variables
         # mirrored like the others) and with the old head's precision policy (a mixed-precision run's).

@@ -108,8 +108,7 @@ class TrainingSteps:
         callbacks = list(callbacks or [])
         if not kwargs.get("validation_split"):
             x, y, batch_size, kwargs = _quiet_arrays(x, y, batch_size, steps_per_epoch, kwargs)
-        if kv_callbacks.keeps_weight_average(self.optimizer):
-            callbacks = kv_callbacks.with_weight_average(callbacks)
+        callbacks = kv_callbacks.with_weight_average(callbacks)  # no-ops where the optimizer keeps no average
         try:
             return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
                                steps_per_epoch=steps_per_epoch, **kwargs)
@@ -159,8 +158,8 @@ class TrainingSteps:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         if y is None and isinstance(x, (tuple, list)):  # predict((x, y)): Keras hands the pair over as x
             x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(x))
-        labels = None if self.num_classes is None or y is None else tf.reshape(tf.cast(y, tf.int32), [-1])
-        return self(x, training=False, labels=labels)
+        # Without labels, a conditional model's call says what it needs.
+        return self(x, training=False, labels=None if y is None else self._fit_labels(y))
 
     def _fit_labels(self, y):
         if self.num_classes is None:
